@@ -1,0 +1,145 @@
+"""The ``fbinfer`` command: a thin typer layer over the package; errors become one line and exit 1."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from fbinfer.errors import FbinferError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="FashionBERT: train, distil, export, build engines and benchmark ranking drift.")
+data_app = typer.Typer(no_args_is_help=True, help="Make or prepare data sets.")
+app.add_typer(data_app, name="data")
+console = Console()
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Data folder (train.jsonl, test.jsonl, images/) or a Fashion-Gen .h5 file.")]
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder to create.")],
+    products: Annotated[int, typer.Option(help="Number of products.")] = 2000,
+    views: Annotated[int, typer.Option(help="Images per product.")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty folder.")] = False,
+) -> None:
+    """Generate a Fashion-Gen-like synthetic catalogue (images, captions, splits, candidate lists)."""
+    from fbinfer.data.synth import SynthConfig, synthesize
+
+    stats = synthesize(out, SynthConfig(products=products, views=views, seed=seed), force=force)
+    console.print(f"wrote {out}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in stats.items()))
+
+
+@data_app.command("features")
+def data_features(
+    data: DataOpt,
+    config: Annotated[str, typer.Option(help="Model config whose patch input to compute.")] = "fashionbert-mini",
+    feature_layer: Annotated[Optional[str], typer.Option(help="blocks (320-d) or head (1280-d).")] = None,
+    patch_input: Annotated[Optional[str], typer.Option(help="features or pixels.")] = None,
+) -> None:
+    """Compute and cache patch features for every image of the data (done on demand otherwise)."""
+    from fbinfer.data.features import FeatureStore, torch_threads
+    from fbinfer.data.source import load_data
+    from fbinfer.model.config import preset
+
+    torch_threads()
+    src = load_data(data)
+    store = FeatureStore(src, preset(config, feature_layer=feature_layer, patch_input=patch_input)).ensure(src.train + src.test)
+    console.print(f"features for {len(store.rows)} images in {store.dir}")
+
+
+@app.command("train")
+def train_cmd(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Checkpoint to write (model.pt).")],
+    config: Annotated[str, typer.Option(help="fashionbert-mini | fashionbert-mini-2l | fashionbert-base | fashionbert-tiny")] = "fashionbert-mini",
+    init: Annotated[Optional[str], typer.Option(help="'minilm', a local BERT folder, or 'none' for random init.")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Override the number of encoder layers.")] = None,
+    patch_input: Annotated[Optional[str], typer.Option(help="features (CNN patch features) or pixels (raw-pixel patch embedding).")] = None,
+    feature_layer: Annotated[Optional[str], typer.Option(help="EfficientNet-Lite0 layer: blocks (320-d) or head (1280-d).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Epochs over the training items (if --steps is not given).")] = None,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate of the pretrained encoder.")] = 1e-4,
+    head_lr: Annotated[float, typer.Option(help="Learning rate of the patch embedding and heads.")] = 1e-3,
+    loss_weighting: Annotated[str, typer.Option(help="grad (paper), loss (released code) or fixed.")] = "grad",
+    fixed_weights: Annotated[str, typer.Option(help="MLM,MPM,TIA weights for --loss-weighting fixed.")] = "1,1,1",
+    checkpoint_every: Annotated[int, typer.Option()] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT.resume.")] = False,
+) -> None:
+    """Pre-train FashionBERT (MLM + MPM + TIA with adaptive loss weights)."""
+    from fbinfer.data.source import load_data
+    from fbinfer.model.config import preset
+    from fbinfer.training.adaptive import MODES
+    from fbinfer.training.trainer import TrainConfig, train
+
+    if loss_weighting not in MODES:
+        raise FbinferError(f"--loss-weighting: {loss_weighting!r} is not one of {', '.join(MODES)}")
+    try:
+        weights = tuple(float(x) for x in fixed_weights.split(","))
+    except ValueError:
+        raise FbinferError(f"--fixed-weights: {fixed_weights!r} is not three comma-separated numbers") from None
+    if len(weights) != 3:
+        raise FbinferError(f"--fixed-weights: {fixed_weights!r} is not three comma-separated numbers")
+    for name, v in (("--steps", steps), ("--epochs", epochs), ("--batch-size", batch_size)):
+        if v is not None and v <= 0:
+            raise FbinferError(f"{name}: must be positive, got {v}")
+    cfg = preset(config, num_layers=layers, patch_input=patch_input, feature_layer=feature_layer)
+    if init is not None:
+        cfg = replace(cfg, init=None if init.lower() == "none" else init)
+    tc = TrainConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, head_lr=head_lr,
+                     weighting=loss_weighting, fixed_weights=weights, checkpoint_every=checkpoint_every, seed=seed)
+    result = train(load_data(data), cfg, tc, out, resume=resume)
+    console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[Path, typer.Argument(help="Checkpoint (model.pt).")],
+    data: DataOpt,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON.")] = None,
+    queries: Annotated[Optional[int], typer.Option(help="Use the first N queries of the fixed lists (default: all, at most 1,000).")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+) -> None:
+    """Rank@1/5/10 both directions, TIA accuracy and AUC (the paper's protocol)."""
+    from fbinfer.data.source import load_data
+    from fbinfer.evaluation.run import run_eval
+
+    if queries is not None and queries <= 0:
+        raise FbinferError(f"--queries: must be positive, got {queries}")
+    run_eval(model, load_data(data), console, json_out, queries, batch_size)
+
+
+@app.command("demo")
+def demo_cmd(
+    workdir: Annotated[Optional[Path], typer.Option(help="Where the demo keeps its data and models.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Remake everything instead of reusing earlier results.")] = False,
+) -> None:
+    """Make a small data set, train a small teacher, evaluate it, and run every later stage."""
+    from fbinfer.demo import DemoConfig, default_workdir, run_demo
+
+    run_demo(workdir or default_workdir(), DemoConfig(), console, fresh=fresh)
+
+
+def main() -> None:
+    try:
+        app()
+    except FbinferError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

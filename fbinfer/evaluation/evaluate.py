@@ -1,0 +1,79 @@
+"""``fbinfer eval``: the paper's Rank@K protocol on the fixed candidate lists, for any scorer.
+
+A scorer maps aligned (text item, image item) pairs to match logits. The torch model is one
+scorer; exported graphs and engines are others, so every backend is ranked on the same pairs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fbinfer.data.candidates import DIRECTIONS
+from fbinfer.data.features import FeatureStore
+from fbinfer.data.records import Item
+from fbinfer.data.source import DataSource
+from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k
+from fbinfer.model.fashionbert import FashionBert
+from fbinfer.model.tokenizer import TextTokenizer
+
+Scorer = Callable[[list[Item], list[Item]], np.ndarray]
+
+
+@dataclass
+class TorchScorer:
+    """The PyTorch reference: fp32 eager on CPU."""
+
+    model: FashionBert
+    tokenizer: TextTokenizer
+    store: FeatureStore
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[Item], images: list[Item]) -> np.ndarray:
+        t = self.tokenizer([x.text for x in texts])
+        return self.model(t.input_ids, t.attention_mask, self.store.get(images)).logit.float().numpy()
+
+
+def eval_pairs(data: DataSource, queries: int | None = None) -> list[tuple[int, int]]:
+    """Every distinct (text item, image item) pair the protocol needs, indices into data.test."""
+    pairs: set[tuple[int, int]] = set()
+    for d in DIRECTIONS:
+        for q in data.candidates.direction(d, queries):
+            pairs.update((q.query, c) if d == "text_to_image" else (c, q.query) for c in q.candidates)
+    return sorted(pairs, key=lambda p: (len(data.test[p[0]].text), p))  # similar lengths batch together
+
+
+def score_pairs(scorer: Scorer, data: DataSource, pairs: list[tuple[int, int]], batch_size: int = 64,
+                desc: str = "scoring pairs") -> dict[tuple[int, int], float]:
+    out: dict[tuple[int, int], float] = {}
+    for b in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch"):
+        chunk = pairs[b : b + batch_size]
+        logits = scorer([data.test[t] for t, _ in chunk], [data.test[i] for _, i in chunk])
+        out.update(zip(chunk, logits.tolist()))
+    return out
+
+
+def report(data: DataSource, scores: dict[tuple[int, int], float], queries: int | None = None) -> dict:
+    """The eval JSON: Rank@1/5/10 per direction (percent), TIA accuracy and AUC (matched vs. the
+    first same-sub-category negative of each query, so the two classes are balanced)."""
+    result: dict = {}
+    pos, neg = [], []
+    for d in DIRECTIONS:
+        qs = data.candidates.direction(d, queries)
+        mat = np.array([[scores[(q.query, c) if d == "text_to_image" else (c, q.query)] for c in q.candidates] for q in qs])
+        result[d] = {**rank_at_k(mat), "queries": len(qs), "candidates": mat.shape[1]}
+        pos.append(mat[:, 0])
+        neg.append(mat[:, 1])
+    p, n = np.concatenate(pos), np.concatenate(neg)
+    result["accuracy"] = round(accuracy(p, n), 4)
+    result["auc"] = round(auc(p, n), 6)
+    return result
+
+
+def evaluate(scorer: Scorer, data: DataSource, queries: int | None = None, batch_size: int = 64) -> tuple[dict, dict[tuple[int, int], float]]:
+    """(report, raw pair scores): the scores are kept so backends can be compared pair by pair."""
+    scores = score_pairs(scorer, data, eval_pairs(data, queries), batch_size)
+    return report(data, scores, queries), scores

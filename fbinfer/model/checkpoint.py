@@ -1,0 +1,76 @@
+"""``model.pt``: config, weights and vocab in one file that loads with ``weights_only=True``."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fbinfer.errors import FbinferError
+from fbinfer.fileio import atomic_path
+from fbinfer.model.config import FashionBertConfig
+from fbinfer.model.fashionbert import FashionBert
+from fbinfer.model.tokenizer import TextTokenizer
+
+FORMAT = "fbinfer.fashionbert"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: FashionBert
+    vocab: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)  # training summary, data fingerprint ...
+    train_state: dict[str, Any] | None = None  # optimizer, scheduler, step, RNG: only for --resume
+
+    @property
+    def config(self) -> FashionBertConfig:
+        return self.model.config
+
+    def tokenizer(self) -> TextTokenizer:
+        return TextTokenizer(self.vocab, self.config.max_text_len)
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
+    blob = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": ckpt.config.to_dict(),
+        "state_dict": ckpt.model.state_dict(),
+        "vocab": ckpt.vocab,
+        "meta": ckpt.meta,
+    }
+    if ckpt.train_state is not None:
+        blob["train_state"] = ckpt.train_state
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False) -> Checkpoint:
+    """Load and check a checkpoint; every way it can be wrong ends in one FbinferError line."""
+    p = Path(path)
+    if not p.is_file():
+        raise FbinferError(f"{p}: checkpoint not found")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / foreign files
+        raise FbinferError(f"{p}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise FbinferError(f"{p}: not a FashionBERT checkpoint (no '{FORMAT}' format tag)")
+    if blob.get("format_version") != FORMAT_VERSION:
+        raise FbinferError(f"{p}: checkpoint format version {blob.get('format_version')} is not supported")
+    for key in ("config", "state_dict", "vocab"):
+        if key not in blob:
+            raise FbinferError(f"{p}: checkpoint has no '{key}' field")
+    cfg = FashionBertConfig.from_dict(blob["config"])
+    model = FashionBert(cfg)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise FbinferError(f"{p}: weights do not match its config ({str(e).splitlines()[0][:160]})") from None
+    if len(blob["vocab"]) != cfg.vocab_size:
+        raise FbinferError(f"{p}: vocab has {len(blob['vocab'])} tokens, config says {cfg.vocab_size}")
+    model.eval()
+    return Checkpoint(model, list(blob["vocab"]), dict(blob.get("meta", {})), blob.get("train_state") if with_train_state else None)

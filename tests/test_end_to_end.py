@@ -1,0 +1,103 @@
+"""The CLI path a user types: synth -> train -> eval, plus resume and the error paths."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fbinfer.data.source import load_data
+from fbinfer.evaluation.evaluate import TorchScorer, evaluate
+from fbinfer.data.features import FeatureStore
+from fbinfer.model.checkpoint import load_checkpoint
+
+
+def fbinfer(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fbinfer.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_eval_cli(tmp_path, tiny_data):
+    model = tmp_path / "m.pt"
+    r = fbinfer("train", "--data", str(tiny_data), "-o", str(model), "--config", "fashionbert-tiny", "--steps", "4", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    assert model.is_file() and (tmp_path / "m.pt.resume").is_file()
+    log = [json.loads(line) for line in (tmp_path / "m.train.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 4 and {"mlm", "mpm", "tia", "w_mlm", "w_mpm", "w_tia"} <= set(log[-1])
+    out = tmp_path / "eval.json"
+    r = fbinfer("eval", str(model), "--data", str(tiny_data), "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    for d in ("image_to_text", "text_to_image"):
+        assert {"rank1", "rank5", "rank10"} <= set(res[d])
+        assert 0 <= res[d]["rank1"] <= res[d]["rank5"] <= res[d]["rank10"] <= 100
+        assert res[d]["queries"] == 12 and res[d]["candidates"] == 12
+    assert 0 <= res["auc"] <= 1 and 0 <= res["accuracy"] <= 100
+    r = fbinfer("train", "--data", str(tiny_data), "-o", str(model), "--config", "fashionbert-tiny", "--steps", "6", "--batch-size", "8", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert load_checkpoint(model).meta["steps"] == 6
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, tiny_data, monkeypatch):
+    """A run killed after its step-4 checkpoint and resumed ends where an uninterrupted run ends."""
+    import fbinfer.training.trainer as trainer
+    from fbinfer.model.config import preset
+
+    data = load_data(tiny_data)
+    cfg = preset("fashionbert-tiny")
+    tc = trainer.TrainConfig(steps=8, batch_size=8, checkpoint_every=4, log_every=1)
+    full = trainer.train(data, cfg, tc, tmp_path / "full.pt")
+    real, calls = trainer.make_batch, []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "make_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(data, cfg, tc, tmp_path / "cut.pt")
+    assert load_checkpoint(tmp_path / "cut.pt").meta["steps"] == 4
+    monkeypatch.setattr(trainer, "make_batch", real)
+    resumed = trainer.train(data, cfg, tc, tmp_path / "cut.pt", resume=True)
+    assert resumed.last["tia"] == pytest.approx(full.last["tia"], rel=1e-4)
+    a, b = load_checkpoint(tmp_path / "full.pt").model, load_checkpoint(tmp_path / "cut.pt").model
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert (x - y).abs().max() < 1e-5, k
+
+
+def test_short_training_lowers_tia_loss(tmp_path, tiny_data):
+    from fbinfer.model.config import preset
+    from fbinfer.training.trainer import TrainConfig, train
+
+    train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=30, batch_size=16, log_every=1, head_lr=3e-3, lr=1e-3), tmp_path / "m.pt")
+    log = [json.loads(line)["tia"] for line in (tmp_path / "m.train.jsonl").read_text().splitlines()]
+    assert sum(log[-5:]) / 5 < sum(log[:5]) / 5
+
+
+def test_eval_scores_are_identical_across_runs(tiny_model, tiny_data):
+    data = load_data(tiny_data)
+    ck = load_checkpoint(tiny_model)
+    scorer = TorchScorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test))
+    r1, s1 = evaluate(scorer, data, queries=5, batch_size=7)
+    r2, s2 = evaluate(scorer, data, queries=5, batch_size=64)
+    assert s1.keys() == s2.keys() and r1["image_to_text"]["queries"] == 5
+    assert max(abs(s1[k] - s2[k]) for k in s1) < 1e-4  # batching/padding does not change a score
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "nope.pt", "--data", "DATA"], "nope.pt: checkpoint not found"),
+    (["eval", "CORRUPT", "--data", "DATA"], "not a readable checkpoint"),
+    (["train", "--data", "missing_dir", "-o", "x.pt"], "--data missing_dir: no such file or folder"),
+    (["train", "--data", "DATA", "-o", "x.pt", "--config", "bogus"], "unknown config 'bogus'"),
+    (["train", "--data", "DATA", "-o", "x.pt", "--loss-weighting", "magic"], "--loss-weighting"),
+    (["train", "--data", "DATA", "-o", "x.pt", "--steps", "0"], "--steps: must be positive"),
+    (["data", "synth", "-o", "DATA"], "not empty"),
+])
+def test_cli_errors_are_one_line(tmp_path, tiny_data, args, message):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02junk")
+    args = [str(tiny_data) if a == "DATA" else str(corrupt) if a == "CORRUPT" else a for a in args]
+    r = fbinfer(*args)
+    assert r.returncode == 1
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

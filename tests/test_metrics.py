@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k, ranks_of_truth
+
+
+def test_rank_at_k_hand_made_matrix():
+    scores = np.array([
+        [0.9, 0.1, 0.2, 0.3],  # truth first -> rank 1
+        [0.5, 0.9, 0.1, 0.2],  # one above -> rank 2
+        [0.1, 0.2, 0.3, 0.4],  # all above -> rank 4
+        [0.7, 0.7, 0.0, 0.0],  # a tie counts against the truth -> rank 2
+    ])
+    assert ranks_of_truth(scores).tolist() == [1, 2, 4, 2]
+    r = rank_at_k(scores, ks=(1, 2, 5))
+    assert r == {"rank1": 25.0, "rank2": 75.0, "rank5": 100.0}
+
+
+def test_constant_scorer_ranks_last():
+    assert ranks_of_truth(np.zeros((3, 101))).tolist() == [101, 101, 101]
+
+
+def test_auc_and_accuracy_hand_cases():
+    assert auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    # pos {1, 3}, neg {2, 2}: pairs (1>2? no) (1>2? no) (3>2 yes) (3>2 yes) -> 0.5
+    assert auc(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == 0.5
+    assert auc(np.array([2.0]), np.array([2.0])) == 0.5  # tie counts half
+    assert accuracy(np.array([1.0, -1.0]), np.array([-2.0, 0.5])) == pytest.approx(50.0)
