@@ -5,7 +5,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -43,8 +43,8 @@ def data_synth(
 def data_features(
     data: DataOpt,
     config: Annotated[str, typer.Option(help="Model config whose patch input to compute.")] = "fashionbert-mini",
-    feature_layer: Annotated[Optional[str], typer.Option(help="blocks (320-d) or head (1280-d).")] = None,
-    patch_input: Annotated[Optional[str], typer.Option(help="features or pixels.")] = None,
+    feature_layer: Annotated[str | None, typer.Option(help="blocks (320-d) or head (1280-d).")] = None,
+    patch_input: Annotated[str | None, typer.Option(help="features or pixels.")] = None,
 ) -> None:
     """Compute and cache patch features for every image of the data (done on demand otherwise)."""
     from fbinfer.data.features import FeatureStore, torch_threads
@@ -62,12 +62,12 @@ def train_cmd(
     data: DataOpt,
     out: Annotated[Path, typer.Option("-o", "--out", help="Checkpoint to write (model.pt).")],
     config: Annotated[str, typer.Option(help="fashionbert-mini | fashionbert-mini-2l | fashionbert-base | fashionbert-tiny")] = "fashionbert-mini",
-    init: Annotated[Optional[str], typer.Option(help="'minilm', a local BERT folder, or 'none' for random init.")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Override the number of encoder layers.")] = None,
-    patch_input: Annotated[Optional[str], typer.Option(help="features (CNN patch features) or pixels (raw-pixel patch embedding).")] = None,
-    feature_layer: Annotated[Optional[str], typer.Option(help="EfficientNet-Lite0 layer: blocks (320-d) or head (1280-d).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Epochs over the training items (if --steps is not given).")] = None,
+    init: Annotated[str | None, typer.Option(help="'minilm', a local BERT folder, or 'none' for random init.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Override the number of encoder layers.")] = None,
+    patch_input: Annotated[str | None, typer.Option(help="features (CNN patch features) or pixels (raw-pixel patch embedding).")] = None,
+    feature_layer: Annotated[str | None, typer.Option(help="EfficientNet-Lite0 layer: blocks (320-d) or head (1280-d).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs over the training items (if --steps is not given).")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the pretrained encoder.")] = 1e-4,
     head_lr: Annotated[float, typer.Option(help="Learning rate of the patch embedding and heads.")] = 1e-3,
@@ -107,8 +107,8 @@ def train_cmd(
 def eval_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint (model.pt).")],
     data: DataOpt,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON.")] = None,
-    queries: Annotated[Optional[int], typer.Option(help="Use the first N queries of the fixed lists (default: all, at most 1,000).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    queries: Annotated[int | None, typer.Option(help="Use the first N queries of the fixed lists (default: all, at most 1,000).")] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
     """Rank@1/5/10 both directions, TIA accuracy and AUC (the paper's protocol)."""
@@ -122,7 +122,7 @@ def eval_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    workdir: Annotated[Optional[Path], typer.Option(help="Where the demo keeps its data and models.")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Where the demo keeps its data and models.")] = None,
     fresh: Annotated[bool, typer.Option(help="Remake everything instead of reusing earlier results.")] = False,
 ) -> None:
     """Make a small data set, train a small teacher, evaluate it, and run every later stage."""

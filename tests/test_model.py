@@ -1,6 +1,6 @@
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -97,6 +97,7 @@ def test_minilm_init_keeps_first_layers():
     m = FashionBert(preset("fashionbert-mini-2l"))
     load_pretrained_encoder(m, "minilm")
     from transformers import BertModel
+
     from fbinfer.model.init import minilm_path
 
     src = BertModel.from_pretrained(str(minilm_path()))

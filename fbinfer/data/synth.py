@@ -49,7 +49,7 @@ def sample_product(i: int, rng: np.random.Generator) -> Product:
 
 def caption(p: Product, cfg: SynthConfig, rng: np.random.Generator) -> str:
     """A product description from one of several templates, with synonyms and distractors."""
-    pick = lambda xs: str(xs[rng.integers(len(xs))])  # noqa: E731
+    pick = lambda xs: str(xs[rng.integers(len(xs))])
     noun = pick(CATEGORIES[p.category][1][p.subcategory])
     color = pick(COLORS[p.color][1]) if rng.random() < cfg.p_color else None
     phrases = [pick(PATTERNS[p.pattern])] if rng.random() < cfg.p_pattern else []

@@ -55,7 +55,7 @@ def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False
         raise FbinferError(f"{p}: checkpoint not found")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated / foreign files
+    except Exception as e:  # noqa: BLE001 - torch raises many types for truncated or foreign files
         raise FbinferError(f"{p}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise FbinferError(f"{p}: not a FashionBERT checkpoint (no '{FORMAT}' format tag)")
