@@ -40,10 +40,11 @@ class PatchEmbedding(nn.Module):
 
     With ``global_image_context`` (the default) the mean of the projected patches, g, leads the
     patches as an [IMG] token (as ViLBERT's IMG token) and is also added to every patch token.
-    Why: with plain patch tokens the TIA loss sat at chance for 1,000 steps in our runs (the
-    64 patches differ mostly by background, so [CLS] got no consistent image signal); with g
-    in every token it left chance after ~150 steps. Exported, it is still one MatMul + bias
-    over all patches, a ReduceMean and adds (Linear is linear: g = Linear(mean feature)).
+    Why: the 64 patches differ mostly by background, so [CLS] sees no consistent image signal;
+    in a TIA-only probe the variants with g in every image token left chance after ~150 steps
+    and plain patches did not (one random stream; README, "Training: what we measured").
+    Exported, it is still one MatMul + bias over all patches, a ReduceMean and adds (Linear is
+    linear: g = Linear(mean feature)).
 
     With ``patch_input="pixels"`` the input is each cell's flattened 3 x p x p pixels, and the
     Linear is exactly a Conv2d(3, hidden, kernel=p, stride=p) over the image (tested).

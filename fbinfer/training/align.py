@@ -4,8 +4,8 @@ encoder's language before the joint pre-training starts.
 The projection is the only new input path into a pretrained text encoder. Trained with an
 in-batch contrastive loss between the mean of an image's projected patches and the mean word
 embedding of its caption (the encoder itself untouched, as in LLaVA's stage-1 projector
-pre-training), image tokens start out near the words that describe them. Without it the
-TIA loss of the joint training sat at chance for hundreds of steps on 2 CPU cores.
+pre-training), image tokens start out near the words that describe them (the 128-way
+contrastive loss falls from ~4.8 to ~1.0 in 300 steps, about 30 s on 2 cores).
 """
 from __future__ import annotations
 
