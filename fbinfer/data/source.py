@@ -46,11 +46,11 @@ class DataSource:
     def image_hash(self, item: Item) -> str:
         return hashlib.sha1(self.image_bytes(item)).hexdigest()
 
-    def open_image(self, item: Item, data: bytes | None = None) -> Image.Image:
+    def open_image(self, item: Item) -> Image.Image:
         if self.is_h5:
             return Image.fromarray(self._h5_row(item))
         try:
-            img = Image.open(io.BytesIO(data if data is not None else self.image_bytes(item)))
+            img = Image.open(io.BytesIO(self.image_bytes(item)))
             return img.convert("RGB")
         except (UnidentifiedImageError, OSError) as e:
             raise FbinferError(f"{self.path / item.image} ({item.where}): not a readable image ({e})") from None
