@@ -1,3 +1,15 @@
-"""fbinfer: FashionBERT from training to served engines, with the ranking drift of every step measured."""
+"""fbinfer: FashionBERT from training to served engines, with the ranking drift of every step measured.
+
+    import fbinfer
+    matcher = fbinfer.load("model.bundle")          # or model.pt, or bundle/engine.fp16.plan
+    matcher.rank("black leather ankle boots", ["a.jpg", "b.jpg"], k=1)
+"""
 
 __version__ = "0.1.0"
+
+
+def load(path, backend=None, device=None, precision=None, batch_size: int = 64):
+    """A Matcher over a checkpoint, a bundle folder or a TensorRT engine (see fbinfer.runtime.load)."""
+    from fbinfer.runtime.load import load as _load
+
+    return _load(path, backend=backend, device=device, precision=precision, batch_size=batch_size)

@@ -73,6 +73,8 @@ def train_cmd(
     head_lr: Annotated[float, typer.Option(help="Learning rate of the patch embedding and heads.")] = 1e-3,
     loss_weighting: Annotated[str, typer.Option(help="grad (paper), loss (released code) or fixed.")] = "grad",
     fixed_weights: Annotated[str, typer.Option(help="MLM,MPM,TIA weights for --loss-weighting fixed.")] = "1,1,1",
+    tia_warmup_steps: Annotated[int, typer.Option(help="First steps: TIA only, random negatives, no masking, constant lr (a curriculum; see README).")] = 0,
+    hard_ratio: Annotated[float, typer.Option(help="Share of negatives from the same sub-category after the warm-up.")] = 1.0,
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT.resume.")] = False,
@@ -98,7 +100,8 @@ def train_cmd(
     if init is not None:
         cfg = replace(cfg, init=None if init.lower() == "none" else init)
     tc = TrainConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, head_lr=head_lr,
-                     weighting=loss_weighting, fixed_weights=weights, checkpoint_every=checkpoint_every, seed=seed)
+                     weighting=loss_weighting, fixed_weights=weights, checkpoint_every=checkpoint_every, seed=seed,
+                     tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio)
     result = train(load_data(data), cfg, tc, out, resume=resume)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
 
@@ -118,6 +121,67 @@ def eval_cmd(
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
     run_eval(model, load_data(data), console, json_out, queries, batch_size)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="Checkpoint (model.pt) of a teacher or a student.")],
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Bundle folder (default: MODEL.bundle beside the checkpoint).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", "--calib-data", help="Real pairs: train split calibrates INT8, test split checks parity (default: the checkpoint's training data).")] = None,
+    precision: Annotated[str, typer.Option(help="Comma list of fp32, fp16, int8.")] = "fp32,fp16,int8",
+    targets: Annotated[str, typer.Option(help="Comma list of tensorrt, onnxruntime.")] = "tensorrt,onnxruntime",
+    max_batch: Annotated[int, typer.Option(help="Largest batch the graphs accept.")] = 256,
+    attention: Annotated[str, typer.Option(help="matmul (MatMul-Softmax-MatMul, TensorRT >= 10.12) or onnx-attention (ONNX Attention op, opset 23, TensorRT >= 10.14).")] = "matmul",
+    fp16_fp32_ops: Annotated[str, typer.Option(help="Op types kept FP32 in the FP16/INT8 graphs.")] = "LayerNormalization",
+    calib_method: Annotated[str, typer.Option(help="max, percentile or entropy.")] = "max",
+    calib_batches: Annotated[int, typer.Option(help="Calibration batches of real training pairs.")] = 16,
+    calib_batch_size: Annotated[int, typer.Option()] = 32,
+    int8_exclude: Annotated[str, typer.Option(help="Parts kept out of INT8: embeddings, head, layer:N (comma list; '' for none).")] = "embeddings,head,layer:0",
+    cpu_int8: Annotated[str, typer.Option(help="ONNX Runtime CPU INT8: auto (faster at equal drift), dynamic or qdq.")] = "auto",
+    parity_queries: Annotated[int, typer.Option(help="Queries per direction (101 candidates each) for the parity check.")] = 8,
+    force: Annotated[bool, typer.Option(help="Overwrite a non-empty bundle folder.")] = False,
+) -> None:
+    """Export ONNX graphs for TensorRT (FP32/FP16/INT8) and ONNX Runtime (fused FP32, CPU INT8), each checked against PyTorch."""
+    from fbinfer.data.features import torch_threads
+    from fbinfer.data.source import load_data
+    from fbinfer.export.bundle import ExportConfig, default_bundle_dir, export_bundle
+    from fbinfer.export.int8 import CalibrationConfig
+    from fbinfer.export.report import bundle_table
+    from fbinfer.model.checkpoint import load_checkpoint
+
+    torch_threads()
+    if data is None:
+        data_meta = load_checkpoint(model).meta.get("data")
+        if not data_meta:
+            raise FbinferError(f"{model}: the checkpoint names no training data; pass --data")
+        data = Path(data_meta)
+    cc = CalibrationConfig(method=calib_method, batches=calib_batches, batch_size=calib_batch_size, exclude=_csv(int8_exclude))
+    ec = ExportConfig(precisions=_csv(precision), targets=_csv(targets), attention=attention, max_batch=max_batch,
+                      fp32_ops=_csv(fp16_fp32_ops), calibration=cc, cpu_int8=cpu_int8, parity_queries=parity_queries)
+    out = out or default_bundle_dir(model)
+    manifest = export_bundle(model, load_data(data), out, ec, force=force)
+    console.print(bundle_table(manifest))
+    console.print(f"wrote {out}")
+
+
+@app.command("build")
+def build_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder made by fbinfer export.")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8: which TensorRT graph of the bundle to build.")] = "fp16",
+    max_batch: Annotated[int | None, typer.Option(help="Largest batch of the optimization profile (default: the bundle's).")] = None,
+    opt_batch: Annotated[int, typer.Option(help="Batch the kernels are tuned for.")] = 64,
+    workspace: Annotated[int, typer.Option(help="Builder workspace in MB.")] = 4096,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file, read if present and written back.")] = None,
+) -> None:
+    """Build a TensorRT engine (strongly typed) from a bundle's graph; needs TensorRT and a CUDA GPU."""
+    from fbinfer.engines.tensorrt import build_engine
+
+    record = build_engine(bundle, precision, max_batch, opt_batch, workspace, timing_cache)
+    console.print(f"wrote {bundle / record['file']} ({record['gpu']}, TensorRT {record['tensorrt']}, {record['build_seconds']} s)")
 
 
 @app.command("demo")

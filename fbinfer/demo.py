@@ -11,6 +11,8 @@ from fbinfer.data.source import load_data
 from fbinfer.data.synth import SynthConfig, synthesize
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.run import run_eval
+from fbinfer.export.bundle import ExportConfig, export_bundle
+from fbinfer.export.report import bundle_table
 from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.model.config import preset
 from fbinfer.training.trainer import TrainConfig, train
@@ -27,6 +29,7 @@ class DemoConfig:
     steps: int = 300
     batch_size: int = 32
     seed: int = 0
+    export_queries: int = 4  # parity queries per direction in the export stage
 
 
 def run_demo(workdir: Path, cfg: DemoConfig, console: Console, fresh: bool = False) -> dict[str, str]:
@@ -35,24 +38,29 @@ def run_demo(workdir: Path, cfg: DemoConfig, console: Console, fresh: bool = Fal
     data_dir, teacher = workdir / "data", workdir / "teacher.pt"
     made: dict[str, str] = {}
     if fresh or not (data_dir / "test.jsonl").is_file():
-        console.print(f"[bold]1/3[/] synthetic catalogue: {cfg.products} products -> {data_dir}")
+        console.print(f"[bold]1/4[/] synthetic catalogue: {cfg.products} products -> {data_dir}")
         synthesize(data_dir, SynthConfig(products=cfg.products, seed=cfg.seed), force=True)
     else:
-        console.print(f"[bold]1/3[/] reusing data {data_dir}")
+        console.print(f"[bold]1/4[/] reusing data {data_dir}")
     data = load_data(data_dir)
     made["data"] = str(data_dir)
     model_cfg = preset(cfg.teacher)
     reuse = not fresh and teacher.is_file() and _same_run(teacher, data.fingerprint(), model_cfg.name, cfg.steps)
     if reuse:
-        console.print(f"[bold]2/3[/] reusing teacher {teacher}")
+        console.print(f"[bold]2/4[/] reusing teacher {teacher}")
     else:
-        console.print(f"[bold]2/3[/] training teacher {model_cfg.name} for {cfg.steps} steps -> {teacher}")
+        console.print(f"[bold]2/4[/] training teacher {model_cfg.name} for {cfg.steps} steps -> {teacher}")
         train(data, model_cfg, TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed), teacher)
     made["teacher"] = str(teacher)
-    console.print("[bold]3/3[/] evaluating the teacher (Rank@K on the fixed candidate lists)")
+    console.print("[bold]3/4[/] evaluating the teacher (Rank@K on the fixed candidate lists)")
     report_path = workdir / "teacher.eval.json"
     run_eval(teacher, data, console, json_out=report_path)
     made["eval"] = str(report_path)
+    bundle = workdir / "teacher.bundle"
+    console.print(f"[bold]4/4[/] exporting ONNX graphs (TensorRT FP32/FP16/INT8, ONNX Runtime FP32/INT8) -> {bundle}")
+    manifest = export_bundle(teacher, data, bundle, ExportConfig(parity_queries=cfg.export_queries), force=True)
+    console.print(bundle_table(manifest))
+    made["bundle"] = str(bundle)
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s; made:")
     for k, v in made.items():
         console.print(f"  {k:8s} {v}")

@@ -27,3 +27,16 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "tiny.pt"
     train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=6, batch_size=8, checkpoint_every=4), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model, tiny_data, tmp_path_factory) -> Path:
+    """Every graph of ``fbinfer export`` for the tiny model (small calibration and parity sets)."""
+    from fbinfer.data.source import load_data
+    from fbinfer.export.bundle import ExportConfig, export_bundle
+    from fbinfer.export.int8 import CalibrationConfig
+
+    out = tmp_path_factory.mktemp("export") / "tiny.bundle"
+    calib = CalibrationConfig(method="percentile", batches=2, batch_size=16)
+    export_bundle(tiny_model, load_data(tiny_data), out, ExportConfig(max_batch=64, calibration=calib, parity_queries=4))
+    return out

@@ -41,6 +41,7 @@ class TrainConfig:
     align_steps: int = 300  # projector alignment warm-up (training/align.py), batch align_batch_size
     align_batch_size: int = 128
     hard_ratio: float = 1.0  # share of negatives from the same sub-category (the rest: any other product)
+    tia_warmup_steps: int = 0  # first steps: TIA only, random negatives, no masking, constant lr (see README)
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -82,6 +83,21 @@ def param_groups(model: FashionBert, tc: TrainConfig) -> list[dict]:
             for (new, decay), ps in groups.items()]
 
 
+def lr_lambda(tc: TrainConfig, total: int):
+    """Constant through the TIA warm-up, then linear warm-up and linear decay over the rest."""
+    start = min(tc.tia_warmup_steps, total - 1)
+    rest = total - start
+    warm = max(1, int(tc.warmup * rest))
+
+    def factor(s: int) -> float:
+        if s < start:
+            return 1.0
+        s -= start
+        return min((s + 1) / warm, max(0.0, (rest - s) / max(1, rest - warm)))
+
+    return factor
+
+
 def resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume")
 
@@ -102,9 +118,10 @@ def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, 
     sampler = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=tc.hard_ratio)
     total = tc.total_steps(sampler)
     opt = torch.optim.AdamW(param_groups(model, tc))
-    warm = max(1, int(tc.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc, total))
     weigher = TaskWeights(tc.weighting, tc.fixed_weights)
+    tia_only = TaskWeights("fixed", (0.0, 0.0, 1.0))
+    easy = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=0.0)
     step, elapsed = 0, 0.0
     torch.manual_seed(tc.seed)  # dropout's stream starts here, whatever ran before (feature extraction, ...)
     if state:
@@ -122,9 +139,11 @@ def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, 
     with tqdm(total=total, initial=step, desc=f"train {cfg.name}", unit="step") as bar, log.open("a") as logf:
         while step < total:
             gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
-            batch = make_batch(*sampler.pairs(step), tok, store, gen, tc.mlm_prob, tc.mpm_prob)
+            warming = step < tc.tia_warmup_steps
+            batch = make_batch(*(easy if warming else sampler).pairs(step), tok, store, gen,
+                               0.0 if warming else tc.mlm_prob, 0.0 if warming else tc.mpm_prob)
             losses, shared = pretrain_losses(model, batch)
-            w = weigher(losses, shared)
+            w = (tia_only if warming else weigher)(losses, shared)
             total_loss = sum(wi * li for wi, li in zip(w, losses))
             opt.zero_grad(set_to_none=True)
             total_loss.backward()

@@ -1,0 +1,102 @@
+"""Writing and transforming the ONNX graphs: the traced FP32 graph, the ONNX Runtime fusion, the
+FP16 conversion with FP32 islands, and the checks that each kind of graph must pass."""
+from __future__ import annotations
+
+import collections
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from fbinfer.errors import FbinferError
+from fbinfer.export.graph import ExportGraph
+from fbinfer.export.io_spec import BATCH, INPUT_NAMES, OUTPUTS, TEXT, as_torch, example_feeds
+from fbinfer.model.fashionbert import FashionBert
+
+OPSET = {"matmul": 19, "onnx-attention": 23}  # 19: FP16 Q/DQ scales (INT8 graph); 23: the Attention op
+
+
+def export_fp32(model: FashionBert, path: Path, attention: str, max_batch: int) -> onnx.ModelProto:
+    """Trace ``ExportGraph`` with torch.onnx's dynamo exporter: batch 1..max_batch and text
+    length 2..max_text_len dynamic (one graph serves every caption length: no padding to 64)."""
+    cfg = model.config
+    graph = ExportGraph(model, attention)
+    batch = torch.export.Dim(BATCH, min=1, max=max_batch)
+    text = torch.export.Dim(TEXT, min=2, max=cfg.max_text_len)
+    feeds = example_feeds(cfg, batch=min(3, max_batch) if max_batch > 1 else 1, text_len=min(12, cfg.max_text_len))
+    with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph, as_torch(feeds), input_names=list(INPUT_NAMES), output_names=[o.name for o in OUTPUTS],
+            dynamic_shapes=({0: batch, 1: text}, {0: batch, 1: text}, {0: batch}),
+            opset_version=OPSET[attention], dynamo=True, optimize=True, verbose=False,
+        )
+    program.save(str(path))
+    return onnx.load(str(path))
+
+
+def fuse_for_onnxruntime(src: Path, dst: Path) -> dict[str, int]:
+    """onnxscript's ORT fusions (MultiHeadAttention, SkipLayerNormalization, BiasGelu) on the
+    dynamo graph; onnxruntime's own transformer optimizer finds no attention pattern in it."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model = ir.load(str(src))
+    with _quiet("onnxscript"):
+        model, _ = optimize_for_ort(model)
+    ir.save(model, str(dst))
+    counts = op_counts(onnx.load(str(dst)))
+    if not counts.get("MultiHeadAttention") and not counts.get("Attention"):
+        raise FbinferError(f"{dst.name}: ONNX Runtime fusion found no attention to fuse (ops: {dict(counts)})")
+    return {op: n for op, n in counts.items() if op in FUSED_OPS}
+
+
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu",
+             "EmbedLayerNormalization", "FusedMatMul")
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(collections.Counter(n.op_type for n in model.graph.node))
+
+
+def nonstandard_ops(model: onnx.ModelProto) -> list[str]:
+    """Nodes outside the standard ONNX domain: TensorRT's parser rejects them (com.microsoft ...)."""
+    return sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+
+
+def to_fp16(model: onnx.ModelProto, fp32_ops: tuple[str, ...], fp32_head: bool) -> tuple[onnx.ModelProto, list[str]]:
+    """FP16 weights and activations, except the blocked op types (and the pooler + TIA head when
+    ``fp32_head``), which run in FP32 between Casts. Graph inputs and the logit stay FP32, so
+    callers feed the same arrays to every precision. Returns the graph and its FP32 node names."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    head = head_nodes(model) if fp32_head else []
+    islands = sorted({n.name for n in model.graph.node if n.op_type in fp32_ops} | set(head))
+    with _quiet("onnxruntime"):
+        out = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(fp32_ops), node_block_list=head)
+    return out, islands
+
+
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes after the last LayerNormalization: [CLS] slice, pooler, tanh, TIA, squeeze."""
+    nodes = list(model.graph.node)
+    last = max(i for i, n in enumerate(nodes) if n.op_type in ("LayerNormalization", "SkipLayerNormalization"))
+    return [n.name for n in nodes[last + 1:]]
+
+
+class _quiet:
+    """Silence chatty loggers of the exporter stack for one block."""
+
+    def __init__(self, *names: str):
+        self.loggers = [logging.getLogger(n) for n in names]
+
+    def __enter__(self):
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self.loggers, self.levels):
+            lg.setLevel(level)

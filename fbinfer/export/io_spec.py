@@ -1,0 +1,71 @@
+"""The served graph's inputs and outputs, declared once (as optimum's exporters do).
+
+Export, validation, parity and the runtime all read names, dtypes and dynamic axes from here,
+so a graph and the code that feeds it cannot drift apart.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from fbinfer.model.config import FashionBertConfig
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name as fed to / read from the graph
+    axes: tuple[str, ...]  # symbolic names for dynamic axes, numbers (as strings) for fixed ones
+
+    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[a] if a in sizes else int(a) for a in self.axes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+BATCH, TEXT = "batch", "text_len"
+
+
+def input_specs(cfg: FashionBertConfig, patch_dtype: str = "float32") -> tuple[TensorSpec, ...]:
+    """input_ids/attention_mask: the tokenized caption; patches: one feature vector per grid cell."""
+    return (
+        TensorSpec("input_ids", "int64", (BATCH, TEXT)),
+        TensorSpec("attention_mask", "int64", (BATCH, TEXT)),
+        TensorSpec("patches", patch_dtype, (BATCH, str(cfg.num_patches), str(cfg.patch_feature_dim))),
+    )
+
+
+OUTPUTS = (TensorSpec("logit", "float32", (BATCH,)),)  # the TIA match logit: the ranking score
+
+
+def example_feeds(cfg: FashionBertConfig, batch: int = 2, text_len: int = 16, seed: int = 0,
+                  patch_dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Random but valid feeds (rows of different lengths) for tracing and shape checks."""
+    g = np.random.default_rng(seed)
+    ids = g.integers(1000, cfg.vocab_size, size=(batch, text_len))
+    lengths = np.linspace(text_len, max(3, text_len // 2), batch).astype(int)
+    mask = (np.arange(text_len)[None, :] < lengths[:, None]).astype(np.int64)
+    ids[:, 0] = 101
+    ids[np.arange(batch), lengths - 1] = 102
+    ids = np.where(mask == 1, ids, 0)
+    patches = g.standard_normal((batch, cfg.num_patches, cfg.patch_feature_dim)).astype(patch_dtype)
+    return {"input_ids": ids.astype(np.int64), "attention_mask": mask, "patches": patches}
+
+
+def as_torch(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    """Feeds in the graph's input order, as torch tensors (for the exporter and the reference)."""
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in INPUT_NAMES)
+
+
+INPUT_NAMES = ("input_ids", "attention_mask", "patches")
+
+
+def make_feeds(tokenizer, patches: np.ndarray, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+    """The graph's feeds for aligned (caption, patch features) pairs, padded to the longest caption
+    (or to ``pad_to``)."""
+    t = tokenizer(texts, pad_to=pad_to)
+    return {"input_ids": t.input_ids.numpy(), "attention_mask": t.attention_mask.numpy(),
+            "patches": np.ascontiguousarray(patches, dtype=np.float32)}

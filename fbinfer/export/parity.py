@@ -1,0 +1,52 @@
+"""Parity: a graph against the PyTorch model on held-out real pairs, Polygraphy-comparator style.
+
+The pairs are the first queries of the fixed Rank@K candidate lists (test split), each with its
+101 candidates, so besides the logit differences we can say how often the graph picks the same
+top-1 candidate as PyTorch (Rank@1 agreement)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from fbinfer.data.candidates import DIRECTIONS
+from fbinfer.data.features import FeatureStore
+from fbinfer.data.source import DataSource
+from fbinfer.export.io_spec import make_feeds
+from fbinfer.runtime.runners import Runner
+
+
+@dataclass
+class ParitySet:
+    """Feeds in batches, and for each query the slice of the flat logit vector holding its candidates."""
+    batches: list[dict[str, np.ndarray]]
+    queries: list[slice]
+
+    @classmethod
+    def from_data(cls, data: DataSource, store: FeatureStore, tokenizer, queries: int, batch_size: int = 64) -> ParitySet:
+        texts, images, spans = [], [], []
+        for d in DIRECTIONS:
+            for q in data.candidates.direction(d, queries):
+                start = len(texts)
+                for c in q.candidates:
+                    t, i = (q.query, c) if d == "text_to_image" else (c, q.query)
+                    texts.append(data.test[t]), images.append(data.test[i])
+                spans.append(slice(start, len(texts)))
+        store.ensure(images)
+        batches = [make_feeds(tokenizer, store.get(images[b:b + batch_size]).numpy(), [x.text for x in texts[b:b + batch_size]])
+                   for b in range(0, len(texts), batch_size)]
+        return cls(batches, spans)
+
+    def logits(self, runner: Runner, desc: str) -> np.ndarray:
+        with runner:
+            return np.concatenate([runner.infer(f)["logit"] for f in tqdm(self.batches, desc=desc, unit="batch", leave=False)])
+
+
+def compare(reference: np.ndarray, other: np.ndarray, queries: list[slice]) -> dict[str, float]:
+    """max/mean |delta logit| and the share of queries whose top-1 candidate is the same."""
+    diff = np.abs(reference.astype(np.float64) - other.astype(np.float64))
+    agree = [int(np.argmax(reference[s]) == np.argmax(other[s])) for s in queries]
+    return {"max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),
+            "rank1_agreement": float(np.mean(agree)) if agree else float("nan"), "pairs": int(diff.size),
+            "queries": len(queries)}

@@ -1,0 +1,26 @@
+"""The export's result table (rich)."""
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _notes(g: dict) -> str:
+    if "choice" in g:
+        return g["choice"].split(":")[0]
+    if "fused_ops" in g:
+        return " ".join(f"{k}x{v}" for k, v in g["fused_ops"].items())
+    if "fp32_islands" in g:
+        return f"{len(g['fp32_islands'])} FP32 nodes"
+    return ""
+
+
+def bundle_table(manifest: dict) -> Table:
+    table = Table(title=f"{manifest['config']['name']} vs PyTorch, {manifest['parity_data']['queries_per_direction']} "
+                        "queries/direction x 101 candidates")
+    for col in ("graph", "prec", "max |d|", "mean |d|", "R@1 agree", "notes"):
+        table.add_column(col, justify="left" if col in ("graph", "prec", "notes") else "right")
+    for name, g in manifest["graphs"].items():
+        p = g["parity"]
+        table.add_row(name, g["precision"], f"{p['max_abs_logit_diff']:.1e}", f"{p['mean_abs_logit_diff']:.1e}",
+                      f"{100 * p['rank1_agreement']:.0f}%", _notes(g))
+    return table

@@ -1,0 +1,154 @@
+"""fbinfer.load and the Matcher: same rankings on PyTorch and ONNX Runtime, every image input
+kind, chunking, threads, and the TensorRT error paths that can be checked without TensorRT."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fbinfer
+from fbinfer.data.source import load_data
+from fbinfer.engines.tensorrt import check_engine_record, profile_shapes
+from fbinfer.errors import FbinferError
+
+
+@pytest.fixture(scope="module")
+def catalogue(tiny_data):
+    data = load_data(tiny_data)
+    items = data.test[:12]
+    return [str(Path(tiny_data) / it.image) for it in items], [it.text for it in items]
+
+
+def test_torch_and_onnxruntime_rank_alike(tiny_model, tiny_bundle, catalogue):
+    paths, texts = catalogue
+    with fbinfer.load(tiny_model) as ref, fbinfer.load(tiny_bundle) as ort:
+        assert ref.backend.startswith("torch") and "ort.fp32" in ort.backend
+        for q in texts[:3]:
+            a, b = ref.rank(q, paths, k=5), ort.rank(q, paths, k=5)
+            assert list(a.indices) == list(b.indices)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        a, b = ref.rank(Path(paths[0]), texts, k=5), ort.rank(paths[0], texts, k=5, direction="image_to_text")
+        assert list(a.indices) == list(b.indices)
+        int8 = fbinfer.load(tiny_bundle, precision="int8")
+        np.testing.assert_allclose(int8.score(texts, paths), ref.score(texts, paths), atol=0.25)
+
+
+def test_every_image_input_kind_scores_the_same(tiny_bundle, catalogue):
+    paths, texts = catalogue
+    m = fbinfer.load(tiny_bundle)
+    pil = [Image.open(p).convert("RGB") for p in paths]
+    arrays = [np.asarray(im) for im in pil]
+    feats = m.patch_features(paths)
+    base = m.score(texts, paths)
+    for kind in (pil, arrays, feats, list(feats)):
+        np.testing.assert_allclose(m.score(texts, kind), base, atol=1e-5)
+
+
+def test_long_candidate_lists_are_chunked(tiny_bundle, catalogue):
+    paths, texts = catalogue
+    many = (paths * 4)[:45]
+    small = fbinfer.load(tiny_bundle, batch_size=4)
+    big = fbinfer.load(tiny_bundle, batch_size=64)
+    np.testing.assert_allclose(small.score([texts[0]] * 45, many), big.score([texts[0]] * 45, many), atol=1e-5)
+    r = small.rank(texts[0], many, k=45)
+    assert sorted(r.indices.tolist()) == list(range(45)) and np.all(np.diff(r.scores) <= 0)
+
+
+def test_concurrent_calls_from_threads(tiny_bundle, catalogue):
+    paths, texts = catalogue
+    m = fbinfer.load(tiny_bundle, batch_size=5)
+    feats = m.patch_features(paths)
+    jobs = [(texts[i:] + texts[:i], feats) for i in range(8)]
+    sequential = [m.score(t, f) for t, f in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda j: m.score(*j), jobs))
+    for s, p in zip(sequential, parallel):
+        np.testing.assert_array_equal(s, p)
+    m.close()
+    with pytest.raises(FbinferError, match="closed"):
+        m.score(texts, feats)
+
+
+def test_bad_calls_fail_clearly(tiny_bundle, tmp_path, catalogue):
+    paths, texts = catalogue
+    m = fbinfer.load(tiny_bundle)
+    with pytest.raises(FbinferError, match="aligned"):
+        m.score(texts, paths[:2])
+    with pytest.raises(FbinferError, match="cannot read image"):
+        m.score([texts[0]], [str(tmp_path / "missing.jpg")])
+    with pytest.raises(FbinferError, match="caption candidates"):
+        m.rank(Path(paths[0]), [Path(x) for x in paths])
+    with pytest.raises(FbinferError, match="direction must be"):
+        m.rank(texts[0], paths, direction="sideways")
+    with pytest.raises(FbinferError, match="not an fbinfer bundle"):
+        fbinfer.load(tmp_path)
+    with pytest.raises(FbinferError, match="no TensorRT fp16 engine"):
+        fbinfer.load(tiny_bundle, backend="tensorrt", precision="fp16")
+    with pytest.raises(FbinferError, match="no ONNX Runtime fp16 graph"):
+        fbinfer.load(tiny_bundle, precision="fp16")
+
+
+def test_engine_built_elsewhere_is_refused_with_the_rebuild_command(tmp_path):
+    record = {"file": "engine.fp16.plan", "precision": "fp16", "tensorrt": "10.13.0", "gpu": "NVIDIA A100-SXM4-40GB",
+              "compute_capability": "8.0"}
+    here = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    with pytest.raises(FbinferError, match=r"built for NVIDIA A100.*fbinfer build .* --precision fp16"):
+        check_engine_record(record, "10.13.0", here, tmp_path)
+    with pytest.raises(FbinferError, match="TensorRT 10.13.0"):
+        check_engine_record({**record, **here}, "11.0.0", here, tmp_path)
+    check_engine_record({**record, **here}, "10.13.0", here, tmp_path)  # same GPU and version: fine
+
+
+def test_profile_shapes_follow_the_manifest(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    shapes = profile_shapes(manifest, max_batch=64, opt_batch=16)
+    assert shapes["input_ids"] == ((1, 2), (16, 32), (64, 64))
+    assert shapes["patches"] == ((1, 64, 320), (16, 64, 320), (64, 64, 320))
+
+
+def test_tensorrt_paths_without_tensorrt_are_one_line(tiny_bundle, tmp_path):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be shown")
+    except ImportError:
+        pass
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    r = subprocess.run([sys.executable, "-m", "fbinfer.cli", "build", str(bundle), "--precision", "fp16"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 1 and "TensorRT is not installed" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["engines"] = {"fp16": {"file": "engine.fp16.plan", "precision": "fp16"}}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    (bundle / "engine.fp16.plan").write_bytes(b"\0")
+    with pytest.raises(FbinferError, match="TensorRT is not installed"):
+        fbinfer.load(bundle / "engine.fp16.plan")
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_matches_onnxruntime(tiny_bundle, tmp_path, catalogue):
+    """Runs only where TensorRT and a CUDA GPU exist."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt-cu13 on a CUDA machine)")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from fbinfer.engines.tensorrt import build_engine
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    paths, texts = catalogue
+    ref = fbinfer.load(bundle).score(texts, paths)
+    for precision, tol in (("fp32", 1e-3), ("fp16", 2e-2)):
+        build_engine(bundle, precision, max_batch=64, opt_batch=16)
+        got = fbinfer.load(bundle / f"engine.{precision}.plan").score(texts, paths)
+        np.testing.assert_allclose(got, ref, atol=tol)
