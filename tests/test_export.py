@@ -194,3 +194,14 @@ def test_wrong_feature_size_is_refused(tiny_model, tiny_data):
     other = FeatureStore(data, replace(ck.config, patch_input="pixels", patch_feature_dim=3 * 32 * 32)).ensure(data.train[:1])
     with pytest.raises(FbinferError, match="patch features are"):
         check_features(ck, other, data)
+
+
+def test_fp32_graph_off_by_more_than_the_tolerance_fails_the_export(tiny_model, tiny_data, tmp_path):
+    from fbinfer.data.source import load_data
+    from fbinfer.errors import FbinferError
+
+    out = tmp_path / "strict.bundle"
+    with pytest.raises(FbinferError, match="differs from PyTorch"):
+        export_bundle(tiny_model, load_data(tiny_data), out,
+                      ExportConfig(precisions=("fp32",), targets=("tensorrt",), parity_queries=1, fp32_tolerance=0.0))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

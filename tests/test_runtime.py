@@ -40,6 +40,16 @@ def test_torch_and_onnxruntime_rank_alike(tiny_model, tiny_bundle, catalogue):
         np.testing.assert_allclose(int8.score(texts, paths), ref.score(texts, paths), atol=0.25)
 
 
+def test_torch_bf16_on_cpu_ranks_like_fp32(tiny_model, catalogue):
+    paths, texts = catalogue
+    fp32 = fbinfer.load(tiny_model, device="cpu")
+    bf16 = fbinfer.load(tiny_model, device="cpu", precision="bf16")
+    assert bf16.backend == "torch-bf16-cpu"
+    np.testing.assert_allclose(bf16.score(texts, paths), fp32.score(texts, paths), atol=0.1)
+    with pytest.raises(FbinferError, match="fp16 needs device 'cuda'"):
+        fbinfer.load(tiny_model, device="cpu", precision="fp16")
+
+
 def test_every_image_input_kind_scores_the_same(tiny_bundle, catalogue):
     paths, texts = catalogue
     m = fbinfer.load(tiny_bundle)

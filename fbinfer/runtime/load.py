@@ -88,7 +88,7 @@ def _bundle(folder: Path, backend: str | None, device: str | None, precision: st
     else:
         raise FbinferError(f"{folder}: a bundle runs on onnxruntime or tensorrt, not {backend}; load the checkpoint for torch")
     buckets = TENSORRT_BUCKETS if backend == "tensorrt" else None
-    return Matcher(runner.activate(), tokenizer, cfg, batch_size, buckets)
+    return Matcher(runner, tokenizer, cfg, batch_size, buckets)
 
 
 def _ort_providers(device: str | None) -> tuple[str, ...]:
