@@ -184,6 +184,46 @@ def build_cmd(
     console.print(f"wrote {bundle / record['file']} ({record['gpu']}, TensorRT {record['tensorrt']}, {record['build_seconds']} s)")
 
 
+@app.command("bench")
+def bench_cmd(
+    models: Annotated[list[Path] | None, typer.Argument(help="Checkpoints (exported on the fly into MODEL.bundle) or bundles; default: the demo's.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Data whose eval candidate lists rank (default: each checkpoint's training data).")] = None,
+    batch: Annotated[str, typer.Option(help="Comma list of batch sizes.")] = "1,8,64,256",
+    backends: Annotated[str | None, typer.Option(help="Comma list of backends (default: every one available here).")] = None,
+    queries: Annotated[int | None, typer.Option(help="Eval queries per direction (default: all, as fbinfer eval).")] = None,
+    seconds: Annotated[float, typer.Option(help="Minimum timed seconds per batch size and backend.")] = 3.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Folder for report.md and PNG plots.")] = None,
+) -> None:
+    """Throughput, latency and Rank@K drift of every backend and precision against torch fp32."""
+    from fbinfer.bench.report import bench_table, write_report
+    from fbinfer.bench.run import BenchConfig, bench
+    from fbinfer.demo import default_workdir
+    from fbinfer.fileio import write_json
+
+    try:
+        batches = tuple(int(b) for b in _csv(batch))
+    except ValueError:
+        raise FbinferError(f"--batch: {batch!r} is not a comma list of integers") from None
+    if not models:
+        teacher = default_workdir() / "teacher.pt"
+        if not teacher.is_file():
+            raise FbinferError(f"nothing to bench: no model given and no demo teacher at {teacher}; run `fbinfer demo` first")
+        models = [teacher]
+    if queries is not None and queries <= 0:
+        raise FbinferError(f"--queries: must be positive, got {queries}")
+    bc = BenchConfig(batches=batches, backends=_csv(backends) if backends else None, queries=queries, min_seconds=seconds)
+    result = bench(models, data, bc, progress=lambda m: console.print(f"[dim]{m}[/]"))
+    console.print(bench_table(result))
+    for k, why in result["skipped"].items():
+        console.print(f"[dim]not run: {k}: {why}[/]")
+    if json_out:
+        write_json(json_out, result)
+        console.print(f"wrote {json_out}")
+    if report:
+        console.print("wrote " + ", ".join(str(p) for p in write_report(result, report)))
+
+
 @app.command("demo")
 def demo_cmd(
     workdir: Annotated[Path | None, typer.Option(help="Where the demo keeps its data and models.")] = None,

@@ -7,7 +7,7 @@ import pytest
 
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import load_data
-from fbinfer.evaluation.evaluate import TorchScorer, evaluate
+from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.model.checkpoint import load_checkpoint
 
 
@@ -77,7 +77,7 @@ def test_short_training_lowers_tia_loss(tmp_path, tiny_data):
 def test_eval_scores_are_identical_across_runs(tiny_model, tiny_data):
     data = load_data(tiny_data)
     ck = load_checkpoint(tiny_model)
-    scorer = TorchScorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test))
+    scorer = torch_scorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test))
     r1, s1 = evaluate(scorer, data, queries=5, batch_size=7)
     _, s2 = evaluate(scorer, data, queries=5, batch_size=64)
     assert s1.keys() == s2.keys() and r1["image_to_text"]["queries"] == 5

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from fbinfer.data.candidates import DIRECTIONS
@@ -17,24 +16,30 @@ from fbinfer.data.features import FeatureStore
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k
+from fbinfer.export.io_spec import make_feeds
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.model.tokenizer import TextTokenizer
+from fbinfer.runtime.runners import Runner, TorchRunner
 
 Scorer = Callable[[list[Item], list[Item]], np.ndarray]
 
 
 @dataclass
-class TorchScorer:
-    """The PyTorch reference: fp32 eager on CPU."""
+class RunnerScorer:
+    """Any backend's runner as a scorer: the same tokenization and features for every backend."""
 
-    model: FashionBert
+    runner: Runner
     tokenizer: TextTokenizer
     store: FeatureStore
 
-    @torch.inference_mode()
     def __call__(self, texts: list[Item], images: list[Item]) -> np.ndarray:
-        t = self.tokenizer([x.text for x in texts])
-        return self.model(t.input_ids, t.attention_mask, self.store.get(images)).logit.float().numpy()
+        feeds = make_feeds(self.tokenizer, self.store.get(images).numpy(), [x.text for x in texts])
+        return self.runner.infer(feeds)["logit"]
+
+
+def torch_scorer(model: FashionBert, tokenizer: TextTokenizer, store: FeatureStore) -> RunnerScorer:
+    """The PyTorch reference: fp32 eager on CPU."""
+    return RunnerScorer(TorchRunner(model).activate(), tokenizer, store)
 
 
 def eval_pairs(data: DataSource, queries: int | None = None) -> list[tuple[int, int]]:
@@ -56,15 +61,19 @@ def score_pairs(scorer: Scorer, data: DataSource, pairs: list[tuple[int, int]], 
     return out
 
 
+def score_matrices(data: DataSource, scores: dict[tuple[int, int], float], queries: int | None = None) -> dict[str, np.ndarray]:
+    """Per direction, (queries, candidates) scores with the ground truth in column 0."""
+    return {d: np.array([[scores[(q.query, c) if d == "text_to_image" else (c, q.query)] for c in q.candidates]
+                         for q in data.candidates.direction(d, queries)]) for d in DIRECTIONS}
+
+
 def report(data: DataSource, scores: dict[tuple[int, int], float], queries: int | None = None) -> dict:
     """The eval JSON: Rank@1/5/10 per direction (percent), TIA accuracy and AUC (matched vs. the
     first same-sub-category negative of each query, so the two classes are balanced)."""
     result: dict = {}
     pos, neg = [], []
-    for d in DIRECTIONS:
-        qs = data.candidates.direction(d, queries)
-        mat = np.array([[scores[(q.query, c) if d == "text_to_image" else (c, q.query)] for c in q.candidates] for q in qs])
-        result[d] = {**rank_at_k(mat), "queries": len(qs), "candidates": mat.shape[1]}
+    for d, mat in score_matrices(data, scores, queries).items():
+        result[d] = {**rank_at_k(mat), "queries": len(mat), "candidates": mat.shape[1]}
         pos.append(mat[:, 0])
         neg.append(mat[:, 1])
     p, n = np.concatenate(pos), np.concatenate(neg)

@@ -9,7 +9,7 @@ from rich.table import Table
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore, torch_threads
 from fbinfer.data.source import DataSource
-from fbinfer.evaluation.evaluate import TorchScorer, evaluate
+from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.fileio import write_json
 from fbinfer.model.checkpoint import load_checkpoint
 
@@ -33,7 +33,7 @@ def run_eval(model_path: Path, data: DataSource, console: Console, json_out: Pat
     torch_threads()
     ck = load_checkpoint(model_path)
     store = FeatureStore(data, ck.config).ensure(data.test)
-    result, _ = evaluate(TorchScorer(ck.model, ck.tokenizer(), store), data, queries, batch_size)
+    result, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), store), data, queries, batch_size)
     result["model"] = str(model_path)
     result["data"] = str(data.path)
     console.print(rank_table(f"Rank@K ({result['image_to_text']['queries']} queries per direction, "

@@ -13,25 +13,45 @@ import torch
 from fbinfer.errors import FbinferError
 from fbinfer.export.graph import ExportGraph
 from fbinfer.export.io_spec import BATCH, INPUT_NAMES, OUTPUTS, TEXT, as_torch, example_feeds
+from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
 
 OPSET = {"matmul": 19, "onnx-attention": 23}  # 19: FP16 Q/DQ scales (INT8 graph); 23: the Attention op
 
 
 def export_fp32(model: FashionBert, path: Path, attention: str, max_batch: int) -> onnx.ModelProto:
-    """Trace ``ExportGraph`` with torch.onnx's dynamo exporter: batch 1..max_batch and text
-    length 2..max_text_len dynamic (one graph serves every caption length: no padding to 64)."""
-    cfg = model.config
-    graph = ExportGraph(model, attention)
+    """The served FP32 graph: ``ExportGraph`` (fused patch embedding, chosen attention form)."""
+    return trace(ExportGraph(model, attention), model.config, path, OPSET[attention], max_batch)
+
+
+def export_plain(model: FashionBert, path: Path, max_batch: int) -> onnx.ModelProto:
+    """The naive export a user would otherwise make: ``FashionBert.forward`` traced as it is
+    (the bench's peer for the fused graphs)."""
+    return trace(_LogitOnly(model), model.config, path, OPSET["matmul"], max_batch)
+
+
+class _LogitOnly(torch.nn.Module):
+    def __init__(self, model: FashionBert):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask, patches).logit
+
+
+def trace(module: torch.nn.Module, cfg: FashionBertConfig, path: Path, opset: int, max_batch: int) -> onnx.ModelProto:
+    """torch.onnx's dynamo exporter with batch 1..max_batch and text length 2..max_text_len dynamic
+    (one graph serves every caption length: no padding to 64)."""
+    max_text_len = cfg.max_text_len
     batch = torch.export.Dim(BATCH, min=1, max=max_batch)
-    text = torch.export.Dim(TEXT, min=2, max=cfg.max_text_len)
-    feeds = example_feeds(cfg, batch=min(3, max_batch) if max_batch > 1 else 1, text_len=min(12, cfg.max_text_len))
+    text = torch.export.Dim(TEXT, min=2, max=max_text_len)
+    feeds = example_feeds(cfg, batch=min(3, max_batch) if max_batch > 1 else 1, text_len=min(12, max_text_len))
     with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            graph, as_torch(feeds), input_names=list(INPUT_NAMES), output_names=[o.name for o in OUTPUTS],
+            module, as_torch(feeds), input_names=list(INPUT_NAMES), output_names=[o.name for o in OUTPUTS],
             dynamic_shapes=({0: batch, 1: text}, {0: batch, 1: text}, {0: batch}),
-            opset_version=OPSET[attention], dynamo=True, optimize=True, verbose=False,
+            opset_version=opset, dynamo=True, optimize=True, verbose=False,
         )
     program.save(str(path))
     return onnx.load(str(path))

@@ -1,0 +1,62 @@
+"""Timing: pairs/s and latency percentiles of a runner on fixed feeds, and the machine's peak
+(one large matmul in the same precision, measured in the same run)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fbinfer.runtime.runners import Runner
+
+
+@dataclass
+class Timing:
+    pairs_per_s: float
+    p50: float
+    p95: float
+    p99: float
+    iterations: int
+
+    def latency(self) -> dict[str, float]:
+        return {"p50": round(self.p50, 3), "p95": round(self.p95, 3), "p99": round(self.p99, 3)}
+
+
+def time_runner(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 3, min_iters: int = 10,
+                min_seconds: float = 3.0) -> Timing:
+    """At least ``min_iters`` calls and ``min_seconds`` after ``warmup`` calls; latency in ms per batch."""
+    batch = int(feeds["input_ids"].shape[0])
+    for _ in range(warmup):
+        runner.infer(feeds)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        runner.infer(feeds)
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    return Timing(batch * len(times) / sum(times), *np.percentile(ms, [50, 95, 99]).tolist(), len(times))
+
+
+def peak_flops(dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 10, device: str = "cpu") -> float:
+    """FLOP/s (OP/s for int8) of an n x n matmul: the ceiling a model's matmuls could reach here
+    (median of repeats). int8 uses torch._int_mm (int8 x int8 -> int32, VNNI/AMX on CPU)."""
+    if dtype == torch.int8:
+        a = torch.randint(-127, 127, (n, n), dtype=dtype, device=device)
+        b = torch.randint(-127, 127, (n, n), dtype=dtype, device=device)
+        matmul = torch._int_mm
+    else:
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+        matmul = torch.matmul
+    for _ in range(2):
+        matmul(a, b)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        matmul(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / float(np.median(times))
