@@ -148,17 +148,13 @@ def export_cmd(
     """Export ONNX graphs for TensorRT (FP32/FP16/INT8) and ONNX Runtime (fused FP32, CPU INT8), each checked against PyTorch."""
     from fbinfer.data.features import torch_threads
     from fbinfer.data.source import load_data
-    from fbinfer.export.bundle import ExportConfig, default_bundle_dir, export_bundle
+    from fbinfer.export.bundle import ExportConfig, default_bundle_dir, export_bundle, training_data
     from fbinfer.export.int8 import CalibrationConfig
     from fbinfer.export.report import bundle_table
     from fbinfer.model.checkpoint import load_checkpoint
 
     torch_threads()
-    if data is None:
-        data_meta = load_checkpoint(model).meta.get("data")
-        if not data_meta:
-            raise FbinferError(f"{model}: the checkpoint names no training data; pass --data")
-        data = Path(data_meta)
+    data = training_data(load_checkpoint(model), model, data)
     cc = CalibrationConfig(method=calib_method, batches=calib_batches, batch_size=calib_batch_size, exclude=_csv(int8_exclude))
     ec = ExportConfig(precisions=_csv(precision), targets=_csv(targets), attention=attention, max_batch=max_batch,
                       fp32_ops=_csv(fp16_fp32_ops), calibration=cc, cpu_int8=cpu_int8, parity_queries=parity_queries)

@@ -7,7 +7,6 @@ latency p50/p95/p99, percent of the machine's peak measured in the same run).
 """
 from __future__ import annotations
 
-import os
 import platform
 import resource
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from fbinfer.data.features import FeatureStore, torch_threads
 from fbinfer.data.source import DataSource, load_data
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.evaluate import RunnerScorer, eval_pairs, report, score_matrices, score_pairs
-from fbinfer.export.bundle import ExportConfig, default_bundle_dir, export_bundle, versions
+from fbinfer.export.bundle import ExportConfig, default_bundle_dir, export_bundle, training_data, versions
 from fbinfer.export.graphs import export_plain
 from fbinfer.export.io_spec import make_feeds
 from fbinfer.fileio import read_json
@@ -96,10 +95,7 @@ def resolve(model: Path, data: Path | None) -> ModelBench:
     else:
         checkpoint, bundle = model, default_bundle_dir(model)
     ck = load_checkpoint(checkpoint)
-    data_path = data or (Path(ck.meta["data"]) if ck.meta.get("data") else None)
-    if data_path is None:
-        raise FbinferError(f"{checkpoint}: the checkpoint names no data; pass --data")
-    src = load_data(data_path)
+    src = load_data(training_data(ck, checkpoint, data))
     if not (bundle / "manifest.json").is_file():
         export_bundle(checkpoint, src, bundle, ExportConfig(parity_queries=4))
     return ModelBench(checkpoint.stem, checkpoint, bundle, src, ck)
@@ -157,9 +153,9 @@ def _compiled(mb: ModelBench, device: str) -> tuple[Runner | None, str]:
     return runner, ""
 
 
-def timing_feeds(mb: ModelBench, store: FeatureStore, batch: int) -> dict[str, np.ndarray]:
-    """``batch`` real test pairs spread over the caption lengths, padded to the longest."""
-    pairs = eval_pairs(mb.data)
+def timing_feeds(mb: ModelBench, store: FeatureStore, pairs: list[tuple[int, int]], batch: int) -> dict[str, np.ndarray]:
+    """``batch`` real test pairs spread over the caption lengths (``pairs`` is sorted by length),
+    padded to the longest."""
     pick = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, batch)]
     texts = [mb.data.test[t].text for t, _ in pick]
     return make_feeds(mb.ck.tokenizer(), store.get([mb.data.test[i] for _, i in pick]).numpy(), texts)
@@ -194,7 +190,8 @@ def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Call
             raise FbinferError(f"--batch {too_big[0]}: above the bundle's max batch {manifest['max_batch']} ({mb.bundle})")
         store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test)
         pairs = eval_pairs(mb.data, bc.queries)
-        feeds = {b: timing_feeds(mb, store, b) for b in bc.batches}
+        every_pair = eval_pairs(mb.data)
+        feeds = {b: timing_feeds(mb, store, every_pair, b) for b in bc.batches}
         ref_report = ref_mats = None
         for v in VARIANTS:
             if bc.backends is not None and v.key not in bc.backends and v.key != REFERENCE:
@@ -226,4 +223,4 @@ def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Call
                                     "peak_precision": v.precision if v.precision in machine["peak_flops"] else "fp32"})
     machine["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return {"machine": machine, "config": {"batches": list(bc.batches), "queries": bc.queries, "min_seconds": bc.min_seconds},
-            "results": results, "skipped": skipped, "pid": os.getpid()}
+            "results": results, "skipped": skipped}

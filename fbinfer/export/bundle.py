@@ -50,7 +50,7 @@ class ExportConfig:
     targets: tuple[str, ...] = TARGETS
     attention: str = "matmul"
     max_batch: int = 256
-    fp32_ops: tuple[str, ...] = ("LayerNormalization",)  # FP16 islands; chosen by benchmarks/fp16_islands.py
+    fp32_ops: tuple[str, ...] = ("LayerNormalization",)  # FP16 islands; chosen by benchmarks/export_precision.py
     fp32_head: bool = True  # pooler + TIA logit in FP32
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cpu_int8: str = "auto"
@@ -78,6 +78,15 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def training_data(ck: Checkpoint, checkpoint: Path, data: Path | None) -> Path:
+    """``data`` if given, else the data the checkpoint was trained on (its meta records it)."""
+    if data is not None:
+        return data
+    if not ck.meta.get("data"):
+        raise FbinferError(f"{checkpoint}: the checkpoint names no training data; pass --data")
+    return Path(ck.meta["data"])
 
 
 def default_bundle_dir(checkpoint: Path) -> Path:

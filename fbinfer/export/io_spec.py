@@ -19,9 +19,6 @@ class TensorSpec:
     dtype: str  # numpy dtype name as fed to / read from the graph
     axes: tuple[str, ...]  # symbolic names for dynamic axes, numbers (as strings) for fixed ones
 
-    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
-        return tuple(sizes[a] if a in sizes else int(a) for a in self.axes)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -29,20 +26,19 @@ class TensorSpec:
 BATCH, TEXT = "batch", "text_len"
 
 
-def input_specs(cfg: FashionBertConfig, patch_dtype: str = "float32") -> tuple[TensorSpec, ...]:
+def input_specs(cfg: FashionBertConfig) -> tuple[TensorSpec, ...]:
     """input_ids/attention_mask: the tokenized caption; patches: one feature vector per grid cell."""
     return (
         TensorSpec("input_ids", "int64", (BATCH, TEXT)),
         TensorSpec("attention_mask", "int64", (BATCH, TEXT)),
-        TensorSpec("patches", patch_dtype, (BATCH, str(cfg.num_patches), str(cfg.patch_feature_dim))),
+        TensorSpec("patches", "float32", (BATCH, str(cfg.num_patches), str(cfg.patch_feature_dim))),
     )
 
 
 OUTPUTS = (TensorSpec("logit", "float32", (BATCH,)),)  # the TIA match logit: the ranking score
 
 
-def example_feeds(cfg: FashionBertConfig, batch: int = 2, text_len: int = 16, seed: int = 0,
-                  patch_dtype: str = "float32") -> dict[str, np.ndarray]:
+def example_feeds(cfg: FashionBertConfig, batch: int = 2, text_len: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     """Random but valid feeds (rows of different lengths) for tracing and shape checks."""
     g = np.random.default_rng(seed)
     ids = g.integers(1000, cfg.vocab_size, size=(batch, text_len))
@@ -51,7 +47,7 @@ def example_feeds(cfg: FashionBertConfig, batch: int = 2, text_len: int = 16, se
     ids[:, 0] = 101
     ids[np.arange(batch), lengths - 1] = 102
     ids = np.where(mask == 1, ids, 0)
-    patches = g.standard_normal((batch, cfg.num_patches, cfg.patch_feature_dim)).astype(patch_dtype)
+    patches = g.standard_normal((batch, cfg.num_patches, cfg.patch_feature_dim)).astype(np.float32)
     return {"input_ids": ids.astype(np.int64), "attention_mask": mask, "patches": patches}
 
 

@@ -25,6 +25,7 @@ class ParitySet:
 
     @classmethod
     def from_data(cls, data: DataSource, store: FeatureStore, tokenizer, queries: int, batch_size: int = 64) -> ParitySet:
+        """``store`` must already hold the test split's features (``ensure``d by the caller)."""
         texts, images, spans = [], [], []
         for d in DIRECTIONS:
             for q in data.candidates.direction(d, queries):
@@ -33,7 +34,6 @@ class ParitySet:
                     t, i = (q.query, c) if d == "text_to_image" else (c, q.query)
                     texts.append(data.test[t]), images.append(data.test[i])
                 spans.append(slice(start, len(texts)))
-        store.ensure(images)
         batches = [make_feeds(tokenizer, store.get(images[b:b + batch_size]).numpy(), [x.text for x in texts[b:b + batch_size]])
                    for b in range(0, len(texts), batch_size)]
         return cls(batches, spans)
