@@ -101,7 +101,8 @@ class FeatureStore:
         for it in tqdm(items, desc="hashing images", unit="img", leave=False, disable=len(items) < 2000):
             if it.image not in hashes:
                 hashes[it.image] = self.data.image_hash(it)
-        valid = {k: v for k, v in index.items() if k in hashes and v[1] == hashes[k]}
+        # entries of images not asked about now stay: ensure(test split) must not drop the train rows
+        valid = {k: v for k, v in index.items() if k not in hashes or v[1] == hashes[k]}
         missing = [k for k in hashes if k not in valid]
         if missing:
             self._rebuild(valid, missing, hashes, {it.image: it for it in items}, batch_size)
