@@ -70,10 +70,10 @@ def train_cmd(
     epochs: Annotated[float | None, typer.Option(help="Epochs over the training items (if --steps is not given).")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the pretrained encoder.")] = 1e-4,
-    head_lr: Annotated[float, typer.Option(help="Learning rate of the patch embedding and heads.")] = 1e-3,
+    head_lr: Annotated[float, typer.Option(help="Learning rate of the patch embedding and heads.")] = 1e-4,
     loss_weighting: Annotated[str, typer.Option(help="grad (paper), loss (released code) or fixed.")] = "grad",
     fixed_weights: Annotated[str, typer.Option(help="MLM,MPM,TIA weights for --loss-weighting fixed.")] = "1,1,1",
-    tia_warmup_steps: Annotated[int, typer.Option(help="First steps: TIA only, random negatives, no masking, constant lr (a curriculum; see README).")] = 0,
+    tia_warmup_steps: Annotated[int, typer.Option(help="First steps: TIA only, random negatives, no masking, constant lr (a curriculum; see README).")] = 200,
     hard_ratio: Annotated[float, typer.Option(help="Share of negatives from the same sub-category after the warm-up.")] = 1.0,
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
@@ -104,6 +104,61 @@ def train_cmd(
                      tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio)
     result = train(load_data(data), cfg, tc, out, resume=resume)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: Annotated[Path, typer.Argument(help="Teacher checkpoint (model.pt).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Student checkpoint to write.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Data folder or Fashion-Gen .h5 (default: the teacher's training data).")] = None,
+    layers: Annotated[int, typer.Option(help="Student encoder layers.")] = 2,
+    hidden: Annotated[int | None, typer.Option(help="Student width (default: the teacher's).")] = None,
+    heads: Annotated[int | None, typer.Option(help="Student attention heads (default: width / the teacher's head size).")] = None,
+    init_layers: Annotated[str, typer.Option(help="Teacher layers the student starts from: uniform (TinyBERT's map) or first (the paper's truncation).")] = "uniform",
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs over the training items (if --steps is not given).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun processes).")] = 32,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    temperature: Annotated[float, typer.Option(help="Temperature of the TIA logit distillation.")] = 2.0,
+    weights: Annotated[str, typer.Option(help="Loss weights, e.g. 'kd=1,hidden=1,attention=1,embedding=1,tia=1,mlm=0,mpm=0' (unnamed terms keep these defaults).")] = "",
+    extra_negatives: Annotated[float, typer.Option(help="Extra same-sub-category negatives per batch, as a share of the batch.")] = 0.5,
+    dropout: Annotated[float | None, typer.Option(help="Student dropout (default: the teacher's).")] = None,
+    checkpoint_every: Annotated[int, typer.Option()] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT.resume.")] = False,
+    compare: Annotated[bool, typer.Option(help="Finish with the teacher vs student table (Rank@K, parameters, pairs/s).")] = True,
+    queries: Annotated[int | None, typer.Option(help="Eval queries per direction for the table (default: all, as fbinfer eval).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
+) -> None:
+    """Distil a teacher into a smaller FashionBERT (also under torchrun --nproc_per_node N)."""
+    from fbinfer.data.source import load_data
+    from fbinfer.distill.compare import compare_table, measure, write_comparison
+    from fbinfer.distill.student import StudentSpec
+    from fbinfer.distill.trainer import DistillConfig, LossWeights, distill
+    from fbinfer.export.bundle import training_data
+    from fbinfer.model.checkpoint import load_checkpoint
+
+    for name, v in (("--steps", steps), ("--epochs", epochs), ("--batch-size", batch_size), ("--temperature", temperature),
+                    ("--lr", lr)):
+        if v is not None and v <= 0:
+            raise FbinferError(f"{name}: must be positive, got {v}")
+    if queries is not None and queries <= 0:
+        raise FbinferError(f"--queries: must be positive, got {queries}")
+    source = load_data(training_data(load_checkpoint(teacher), teacher, data))
+    dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
+                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, dropout=dropout,
+                       checkpoint_every=checkpoint_every, seed=seed)
+    result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s (student layer i starts from and learns "
+                  f"from teacher layer {result.layer_map})")
+    if compare:
+        t, s = measure(teacher, source, queries), measure(out, source, queries)
+        console.print(compare_table(t, {out.name: s}))
+        if json_out:
+            write_comparison(json_out, t, {out.name: s})
+            console.print(f"wrote {json_out}")
 
 
 @app.command("eval")
@@ -194,7 +249,7 @@ def bench_cmd(
     """Throughput, latency and Rank@K drift of every backend and precision against torch fp32."""
     from fbinfer.bench.report import bench_table, write_report
     from fbinfer.bench.run import BenchConfig, bench
-    from fbinfer.demo import default_workdir
+    from fbinfer.demo import default_workdir, demo_models
     from fbinfer.fileio import write_json
 
     try:
@@ -202,10 +257,9 @@ def bench_cmd(
     except ValueError:
         raise FbinferError(f"--batch: {batch!r} is not a comma list of integers") from None
     if not models:
-        teacher = default_workdir() / "teacher.pt"
-        if not teacher.is_file():
-            raise FbinferError(f"nothing to bench: no model given and no demo teacher at {teacher}; run `fbinfer demo` first")
-        models = [teacher]
+        models = demo_models(default_workdir())
+        if not models:
+            raise FbinferError(f"nothing to bench: no model given and no demo models in {default_workdir()}; run `fbinfer demo` first")
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
     bc = BenchConfig(batches=batches, backends=_csv(backends) if backends else None, queries=queries, min_seconds=seconds)

@@ -25,7 +25,7 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
     from fbinfer.training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "tiny.pt"
-    train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=6, batch_size=8, checkpoint_every=4), out)
+    train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=6, batch_size=8, checkpoint_every=4, tia_warmup_steps=2), out)
     return out
 
 

@@ -2,12 +2,11 @@
 end-to-end run, the report files, and one-line errors."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from fbinfer.bench.drift import drift, spearman
 from fbinfer.bench.flops import flops_per_pair
@@ -91,9 +90,7 @@ def test_bench_bad_input(tiny_bundle, tiny_data, tmp_path):
         BenchConfig(backends=("tpu",)).validate()
     with pytest.raises(FbinferError, match="must be >= 1"):
         BenchConfig(batches=(0,)).validate()
-    r = subprocess.run([sys.executable, "-m", "fbinfer.cli", "bench", "--batch", "0", str(tiny_bundle)], capture_output=True, text=True,
-                       check=False, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    r = run_cli("bench", "--batch", "0", str(tiny_bundle), env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 1 and "must be >= 1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = subprocess.run([sys.executable, "-m", "fbinfer.cli", "bench"], capture_output=True, text=True, check=False,
-                       env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    r = run_cli("bench", env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 1 and "run `fbinfer demo` first" in r.stderr and "Traceback" not in r.stderr

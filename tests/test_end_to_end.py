@@ -1,18 +1,13 @@
 """The CLI path a user types: synth -> train -> eval, plus resume and the error paths."""
 import json
-import subprocess
-import sys
 
 import pytest
+from helpers import run_cli as fbinfer
 
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import load_data
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.model.checkpoint import load_checkpoint
-
-
-def fbinfer(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fbinfer.cli", *args], check=False, capture_output=True, text=True, timeout=300)
 
 
 def test_train_eval_cli(tmp_path, tiny_data):
@@ -43,7 +38,7 @@ def test_interrupted_training_resumes_exactly(tmp_path, tiny_data, monkeypatch):
 
     data = load_data(tiny_data)
     cfg = preset("fashionbert-tiny")
-    tc = trainer.TrainConfig(steps=8, batch_size=8, checkpoint_every=4, log_every=1)
+    tc = trainer.TrainConfig(steps=8, batch_size=8, checkpoint_every=4, log_every=1, tia_warmup_steps=3)  # resumes after the warm-up
     full = trainer.train(data, cfg, tc, tmp_path / "full.pt")
     real, calls = trainer.make_batch, []
 
@@ -69,7 +64,7 @@ def test_short_training_lowers_tia_loss(tmp_path, tiny_data):
     from fbinfer.model.config import preset
     from fbinfer.training.trainer import TrainConfig, train
 
-    train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=30, batch_size=16, log_every=1, head_lr=3e-3, lr=1e-3), tmp_path / "m.pt")
+    train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=30, batch_size=16, log_every=1, head_lr=3e-3, lr=1e-3, tia_warmup_steps=0), tmp_path / "m.pt")
     log = [json.loads(line)["tia"] for line in (tmp_path / "m.train.jsonl").read_text().splitlines()]
     assert sum(log[-5:]) / 5 < sum(log[:5]) / 5
 

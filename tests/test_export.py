@@ -4,14 +4,13 @@ rules, the FP16 graph is FP16 except its recorded islands, and bad input fails i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import run_cli
 from onnx import numpy_helper
 
 from fbinfer.export.bundle import ExportConfig, export_bundle
@@ -156,10 +155,6 @@ def test_calibration_thresholds():
     assert percentile_amax(hist, 10.0, 99.9) < 1.0  # clips the outlier
     assert entropy_amax(hist, 10.0) < 2.0
     assert percentile_amax(hist, 10.0, 100.0) == pytest.approx(2001 * 10 / 2048)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fbinfer.cli", *args], capture_output=True, text=True, check=False)
 
 
 def test_export_errors_are_one_line(tmp_path, tiny_model, tiny_data, bundle):

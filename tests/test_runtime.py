@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from PIL import Image
 
 import fbinfer
@@ -132,8 +131,7 @@ def test_tensorrt_paths_without_tensorrt_are_one_line(tiny_bundle, tmp_path):
         pass
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
-    r = subprocess.run([sys.executable, "-m", "fbinfer.cli", "build", str(bundle), "--precision", "fp16"],
-                       capture_output=True, text=True, check=False)
+    r = run_cli("build", str(bundle), "--precision", "fp16")
     assert r.returncode == 1 and "TensorRT is not installed" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -121,11 +121,11 @@ def calibration_feeds(ck: Checkpoint, data: DataSource, store: FeatureStore, cc:
     return feeds
 
 
-def check_features(ck: Checkpoint, store: FeatureStore, data: DataSource) -> None:
+def check_features(ck: Checkpoint, store: FeatureStore, data: DataSource, option: str = "--calib-data") -> None:
     cfg = ck.config
     sample = store.get(data.train[:1])
     if tuple(sample.shape[1:]) != (cfg.num_patches, cfg.patch_feature_dim):
-        raise FbinferError(f"--calib-data {data.path}: patch features are {tuple(sample.shape[1:])}, "
+        raise FbinferError(f"{option} {data.path}: patch features are {tuple(sample.shape[1:])}, "
                            f"the model wants ({cfg.num_patches}, {cfg.patch_feature_dim})")
 
 

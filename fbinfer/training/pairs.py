@@ -22,10 +22,12 @@ class PairSampler:
             self.by_sub[it.subcategory].append(i)
         self.steps_per_epoch = max(1, len(items) // batch_size)
 
-    def negative(self, i: int, rng: np.random.Generator) -> int:
+    def negative(self, i: int, rng: np.random.Generator, hard: bool | None = None) -> int:
+        """Another product's item: from the same sub-category with probability ``hard_ratio``
+        (always when ``hard``), else from anywhere."""
         pid = self.items[i].product_id
         pool = self.by_sub[self.items[i].subcategory]
-        for _ in range(8 if rng.random() < self.hard_ratio else 0):  # same sub-category, another product
+        for _ in range(8 if (rng.random() < self.hard_ratio if hard is None else hard) else 0):
             j = pool[rng.integers(len(pool))]
             if self.items[j].product_id != pid:
                 return j
@@ -49,6 +51,15 @@ class PairSampler:
             else:
                 texts.append(self.items[i]), images.append(self.items[i]), labels.append(1)
         return texts, images, torch.tensor(labels)
+
+    def hard_negatives(self, step: int, count: int) -> tuple[list[Item], list[Item]]:
+        """``count`` extra unmatched pairs for batch ``step``: an item's caption with the image of
+        another product from its sub-category (what distillation adds to the teacher's soft labels)."""
+        rng = np.random.default_rng([self.seed, step, 2])
+        texts, images = [], []
+        for i in rng.choice(len(self.items), size=min(count, len(self.items)), replace=False):
+            texts.append(self.items[int(i)]), images.append(self.items[self.negative(int(i), rng, hard=True)])
+        return texts, images
 
 
 def make_batch(texts: list[Item], images: list[Item], labels: torch.Tensor, tok: TextTokenizer, store: FeatureStore,

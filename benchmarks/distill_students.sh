@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Makes README's distillation table: from one teacher, the 2 x 384 and 4 x 256 distilled students
+# and the paper's plain truncated 2-layer model (first two teacher layers, hard TIA loss only),
+# then measures all of them (benchmarks/distill_table.py).
+# Two runs at a time, one core each (2-core machine); the table is measured afterwards alone.
+set -euo pipefail
+TEACHER=${1:-runs/teacher6/model.pt}
+DATA=${2:-runs/data}
+STEPS=${3:-600}
+DIR=${4:-runs/students}
+mkdir -p "$DIR"
+common=(--data "$DATA" --steps "$STEPS" --no-compare)
+taskset -c 0 fbinfer distill "$TEACHER" -o "$DIR/distilled-2x384.pt" --layers 2 "${common[@]}" > "$DIR/2x384.log" 2>&1 &
+taskset -c 1 fbinfer distill "$TEACHER" -o "$DIR/truncated-2x384.pt" --layers 2 --init-layers first \
+    --weights kd=0,hidden=0,attention=0,embedding=0,tia=1 "${common[@]}" > "$DIR/truncated.log" 2>&1 &
+wait
+fbinfer distill "$TEACHER" -o "$DIR/distilled-4x256.pt" --layers 4 --hidden 256 "${common[@]}" > "$DIR/4x256.log" 2>&1
+python benchmarks/distill_table.py "$TEACHER" --data "$DATA" \
+    "distilled 2x384=$DIR/distilled-2x384.pt" "distilled 4x256=$DIR/distilled-4x256.pt" \
+    "truncated 2x384 (paper)=$DIR/truncated-2x384.pt"

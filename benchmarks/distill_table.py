@@ -1,0 +1,75 @@
+"""README's distillation table: teacher vs students, Rank@1/5/10 both directions on the fixed
+candidate lists (all queries, as ``fbinfer eval``), parameters, torch fp32 pairs/s at batch 64.
+
+Measures every model one after another in this process (so the speeds share one machine state)
+and writes JSON + a Markdown table.
+
+Usage: python benchmarks/distill_table.py TEACHER.pt --data DATA NAME=STUDENT.pt ... [--out benchmarks/results/distill]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+from pathlib import Path
+
+from rich.console import Console
+
+from fbinfer.data.candidates import DIRECTIONS
+from fbinfer.data.features import torch_threads
+from fbinfer.data.source import load_data
+from fbinfer.distill.compare import compare_table, measure
+from fbinfer.export.bundle import versions
+from fbinfer.fileio import atomic_path, write_json
+from fbinfer.model.checkpoint import load_checkpoint
+
+
+def markdown(teacher: dict, students: dict[str, dict]) -> str:
+    lines = ["| model | layers x hidden | i2t R@1/5/10 | t2i R@1/5/10 | R@1 kept (i2t / t2i) | params (M) | pairs/s | speed-up | distillation |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in {"teacher": teacher, **students}.items():
+        ranks = [f"{r['rank'][d]['rank1']:.1f} / {r['rank'][d]['rank5']:.1f} / {r['rank'][d]['rank10']:.1f}" for d in DIRECTIONS]
+        kept = " / ".join(f"{100 * r['rank'][d]['rank1'] / teacher['rank'][d]['rank1']:.0f} %" for d in DIRECTIONS)
+        how = r.get("how", "-")
+        lines.append(f"| {name} | {r['layers']} x {r['hidden']} | {ranks[0]} | {ranks[1]} | {kept} | {r['parameters'] / 1e6:.1f} "
+                     f"| {r['pairs_per_s']:.0f} | {r['pairs_per_s'] / teacher['pairs_per_s']:.2f}x | {how} |")
+    return "\n".join(lines) + "\n"
+
+
+def describe(path: Path) -> str:
+    """How a student was made, from its checkpoint's meta."""
+    meta = load_checkpoint(path).meta
+    if "distill" not in meta:
+        return "-"
+    w = meta["distill"]["weights"]
+    terms = "+".join(k for k, v in w.items() if v)
+    return f"{meta['distill']['steps']} steps, init {meta['student']['init_layers']} {meta['layer_map']}, losses {terms}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("teacher", type=Path)
+    ap.add_argument("students", nargs="+", help="NAME=STUDENT.pt")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--queries", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/distill"))
+    args = ap.parse_args()
+    torch_threads()
+    data = load_data(args.data)
+    console = Console()
+    teacher = measure(args.teacher, data, args.queries)
+    students = {}
+    for spec in args.students:
+        name, _, path = spec.partition("=")
+        students[name] = {**measure(Path(path), data, args.queries), "how": describe(Path(path))}
+    console.print(compare_table(teacher, students))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "distill.json", {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                                       "threads": teacher["threads"], **versions()},
+                                           "data": str(args.data), "teacher": teacher, "students": students})
+    with atomic_path(args.out / "table.md") as tmp:
+        tmp.write_text(markdown(teacher, students))
+    console.print(f"wrote {args.out / 'distill.json'} and {args.out / 'table.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Teacher vs students: Rank@K on the ``fbinfer eval`` candidate lists, size and pairs/s here."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from fbinfer.bench.measure import time_runner
+from fbinfer.data.candidates import DIRECTIONS
+from fbinfer.data.features import FeatureStore
+from fbinfer.data.source import DataSource
+from fbinfer.evaluation.evaluate import evaluate, torch_scorer
+from fbinfer.export.io_spec import make_feeds
+from fbinfer.fileio import read_json, write_json
+from fbinfer.model.checkpoint import load_checkpoint
+from fbinfer.runtime.runners import TorchRunner
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def measure(path: Path, data: DataSource, queries: int | None = None, batch: int = 64, seconds: float = 3.0) -> dict:
+    """Rank@K and torch fp32 pairs/s at ``batch`` of one checkpoint. The result is cached beside
+    the data, keyed by the checkpoint's bytes, the data and the query count (a teacher compared
+    with several students is evaluated once)."""
+    ck = load_checkpoint(path)
+    threads = torch.get_num_threads()
+    key = f"{file_digest(path)}-{data.fingerprint()}-q{queries}-b{batch}-t{threads}"
+    cache = data.cache_dir / "compare" / f"{key}.json"
+    if cache.is_file():
+        return {**read_json(cache), "model": str(path)}
+    store = FeatureStore(data, ck.config).ensure(data.test)
+    report, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), store), data, queries)
+    items = [data.test[i % len(data.test)] for i in range(batch)]
+    feeds = make_feeds(ck.tokenizer(), store.get(items).numpy(), [it.text for it in items])
+    with TorchRunner(ck.model) as runner:
+        speed = time_runner(runner, feeds, min_seconds=seconds)
+    cfg = ck.config
+    result = {"model": str(path), "layers": cfg.num_layers, "hidden": cfg.hidden_size, "heads": cfg.num_heads,
+              "parameters": ck.model.num_parameters(), "rank": {d: report[d] for d in DIRECTIONS},
+              "accuracy": report["accuracy"], "auc": report["auc"], "pairs_per_s": round(speed.pairs_per_s, 1),
+              "latency_ms": speed.latency(), "batch": batch, "threads": threads}
+    write_json(cache, result)
+    return result
+
+
+def compare_table(teacher: dict, students: dict[str, dict]) -> Table:
+    """Rank@1/5/10 both directions, R@1 kept (percent of the teacher's), parameters, speed-up."""
+    t = Table(title=f"teacher vs students (torch fp32, batch {teacher['batch']}, {teacher['threads']} threads)")
+    for col in ("model", "shape", "i2t R@1/5/10", "t2i R@1/5/10", "R@1 kept i2t/t2i", "params (M)", "pairs/s", "speed-up"):
+        t.add_column(col, justify="left" if col in ("model", "shape") else "right")
+    for name, r in {"teacher": teacher, **students}.items():
+        ranks = [f"{r['rank'][d]['rank1']:.1f}/{r['rank'][d]['rank5']:.1f}/{r['rank'][d]['rank10']:.1f}" for d in DIRECTIONS]
+        kept = "/".join(f"{100 * r['rank'][d]['rank1'] / max(teacher['rank'][d]['rank1'], 1e-9):.0f}%" for d in DIRECTIONS)
+        t.add_row(name, f"{r['layers']}x{r['hidden']}", *ranks, kept, f"{r['parameters'] / 1e6:.1f}", f"{r['pairs_per_s']:.0f}",
+                  f"{r['pairs_per_s'] / teacher['pairs_per_s']:.2f}x")
+    return t
+
+
+def write_comparison(path: Path, teacher: dict, students: dict[str, dict]) -> None:
+    write_json(path, {"teacher": teacher, "students": students})
+
+
+__all__ = ["compare_table", "measure", "write_comparison"]

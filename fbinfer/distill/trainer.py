@@ -1,0 +1,375 @@
+"""``fbinfer distill``: train a student to rank as its teacher does, on one process or under torchrun.
+
+Every step draws one global batch (a pure function of seed and step: matched and unmatched
+pairs, plus extra hard negatives from the same sub-category); under torchrun each rank takes
+every world-th row of it (the distributed sampler) and DistributedDataParallel averages the
+gradients, so N processes follow the single-process trajectory of the same global batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from fbinfer.data.features import FeatureStore, torch_threads
+from fbinfer.data.source import DataSource
+from fbinfer.distill.losses import attention_kl, masked_mse, relation_heads, tia_kd
+from fbinfer.distill.student import StudentSpec, make_student
+from fbinfer.errors import FbinferError
+from fbinfer.export.bundle import check_features
+from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fbinfer.model.fashionbert import FashionBert
+from fbinfer.training.objectives import PretrainBatch, mpm_kl
+from fbinfer.training.pairs import PairSampler, make_batch
+from fbinfer.training.trainer import linear_schedule, resume_path
+
+TERMS = ("kd", "hidden", "attention", "embedding", "tia", "mlm", "mpm")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    kd: float = 1.0  # TIA logit distillation (soft labels, temperature)
+    hidden: float = 1.0  # hidden-state MSE over the layer map
+    attention: float = 1.0  # self-attention distribution KL over the layer map
+    embedding: float = 1.0  # embedding-layer MSE (text and patch tokens)
+    tia: float = 1.0  # hard TIA loss on the pair labels
+    mlm: float = 0.0
+    mpm: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> LossWeights:
+        """``"kd=1,hidden=0.5"``: named terms replace the defaults."""
+        values = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            if name not in TERMS:
+                raise FbinferError(f"--weights: unknown loss term {name!r}; choose from {', '.join(TERMS)}")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                raise FbinferError(f"--weights: {part!r} is not name=number") from None
+            if values[name] < 0:
+                raise FbinferError(f"--weights: {name} must be >= 0")
+        return cls(**values)
+
+
+@dataclass
+class DistillConfig:
+    steps: int | None = None  # or epochs
+    epochs: float | None = None
+    batch_size: int = 32  # global, over all processes
+    lr: float = 1e-4
+    proj_lr: float = 1e-3  # the hidden-state projections (new parameters)
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    temperature: float = 2.0
+    weights: LossWeights = field(default_factory=LossWeights)
+    hard_ratio: float = 1.0  # share of the sampler's negatives from the same sub-category
+    extra_negatives: float = 0.5  # extra same-sub-category negatives per batch, as a share of batch_size
+    dropout: float | None = None  # the student's dropout; None keeps the teacher's
+    mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
+    mpm_prob: float = 0.1
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+
+    def total_steps(self, sampler: PairSampler) -> int:
+        if self.steps:
+            return self.steps
+        return max(1, round((self.epochs or 1.0) * sampler.steps_per_epoch))
+
+
+@dataclass
+class DistillResult:
+    steps: int
+    seconds: float
+    last: dict[str, float]
+    layer_map: list[int]
+
+
+class Recorder:
+    """Forward hooks keeping each encoder layer's output, queries and keys (gradients flow)."""
+
+    def __init__(self, model: FashionBert, layers: list[int]):
+        self.hidden: dict[int, torch.Tensor] = {}
+        self.q: dict[int, torch.Tensor] = {}
+        self.k: dict[int, torch.Tensor] = {}
+        self.handles = []
+        for i in layers:
+            layer = model.bert.encoder.layer[i]
+            self.handles.append(layer.register_forward_hook(self._keep(self.hidden, i)))
+            self.handles.append(layer.attention.self.query.register_forward_hook(self._keep(self.q, i)))
+            self.handles.append(layer.attention.self.key.register_forward_hook(self._keep(self.k, i)))
+
+    @staticmethod
+    def _keep(store: dict[int, torch.Tensor], i: int):
+        def hook(_m, _args, out):
+            store[i] = out[0] if isinstance(out, tuple) else out
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@dataclass
+class TeacherView:
+    """What the student is taught from, for one batch."""
+
+    logit: torch.Tensor
+    embedding: torch.Tensor
+    hidden: list[torch.Tensor]  # per student layer, the mapped teacher layer's output
+    q: list[torch.Tensor]
+    k: list[torch.Tensor]
+
+
+@torch.no_grad()
+def teach(teacher: FashionBert, b: PretrainBatch, lmap: list[int]) -> TeacherView:
+    rec = Recorder(teacher, sorted(set(lmap)))
+    try:
+        emb = teacher.embed(b.input_ids, b.patches)
+        logit = teacher(b.input_ids, b.attention_mask, b.patches).logit
+    finally:
+        rec.remove()
+    return TeacherView(logit, emb, [rec.hidden[t] for t in lmap], [rec.q[t] for t in lmap], [rec.k[t] for t in lmap])
+
+
+class Distiller(nn.Module):
+    """The student plus the learned projections (student width -> teacher width) for the
+    hidden and embedding losses; one module, so DDP syncs both."""
+
+    def __init__(self, student: FashionBert, teacher_hidden: int, kept: torch.Tensor, weights: LossWeights, temperature: float):
+        super().__init__()
+        self.student, self.weights, self.temperature = student, weights, temperature
+        cfg = student.config
+        self.relation_heads = relation_heads(cfg.num_heads, teacher_hidden, cfg.hidden_size)
+        self.proj = nn.ModuleList()
+        if cfg.hidden_size != teacher_hidden:
+            for _ in range(cfg.num_layers + 1):  # embeddings + each layer
+                p = nn.Linear(cfg.hidden_size, teacher_hidden, bias=False)
+                with torch.no_grad():  # start as the inverse of the channel selection
+                    p.weight.zero_()
+                    p.weight[kept, torch.arange(cfg.hidden_size)] = 1.0
+                self.proj.append(p)
+
+    def lift(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.proj[i](x) if len(self.proj) else x
+
+    def forward(self, b: PretrainBatch, t: TeacherView) -> dict[str, torch.Tensor]:
+        w, s = self.weights, self.student
+        rec = Recorder(s, list(range(s.config.num_layers)))
+        try:
+            out = s(b.input_ids, b.attention_mask, b.patches)
+            emb = s.embed(b.input_ids, b.patches) if w.embedding else None
+        finally:
+            rec.remove()
+        image = b.attention_mask.new_ones(b.input_ids.shape[0], s.config.image_tokens)
+        keep = torch.cat([b.attention_mask, image], dim=1).float()
+        terms: dict[str, torch.Tensor] = {}
+        if w.kd:
+            terms["kd"] = tia_kd(out.logit, t.logit, self.temperature)
+        if w.tia:
+            terms["tia"] = nn.functional.binary_cross_entropy_with_logits(out.logit, b.labels.float())
+        if w.hidden:
+            terms["hidden"] = sum(masked_mse(self.lift(i + 1, rec.hidden[i]), t.hidden[i], keep) for i in range(len(t.hidden))) / len(t.hidden)
+        if w.attention:
+            terms["attention"] = sum(attention_kl(rec.q[i], rec.k[i], t.q[i], t.k[i], keep, self.relation_heads)
+                                     for i in range(len(t.q))) / len(t.q)
+        if w.embedding:
+            terms["embedding"] = masked_mse(self.lift(0, emb), t.embedding, keep)
+        T, P = b.input_ids.shape[1], b.patches.shape[1]
+        if w.mlm:
+            sel = b.mlm_labels != -100
+            terms["mlm"] = nn.functional.cross_entropy(s.mlm_logits(out.sequence[:, :T][sel]), b.mlm_labels[sel]) if sel.any() else out.logit.sum() * 0
+        if w.mpm:
+            terms["mpm"] = (mpm_kl(s.mpm_features(out.sequence[:, -P:][b.patch_mask]), b.patch_targets[b.patch_mask])
+                            if b.patch_mask.any() else out.logit.sum() * 0)
+        return terms
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def start(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available()
+        device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world))
+        return cls(dist.get_rank(), world, device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, b: PretrainBatch) -> PretrainBatch:
+        """Rows rank, rank + world, ... of the global batch, on this process's device."""
+        rows = slice(self.rank, None, self.world)
+        return PretrainBatch(*(x[rows].to(self.device) for x in (b.input_ids, b.attention_mask, b.patches, b.labels,
+                                                                   b.mlm_labels, b.patch_mask, b.patch_targets)))
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Loss terms averaged over processes (for the log: the global batch's losses)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(list(values.values()), dtype=torch.float64)
+        dist.all_reduce(t)
+        return dict(zip(values, (t / self.world).tolist()))
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (e.g. writing the feature cache), the others after it."""
+        if self.world > 1 and not self.main:
+            dist.barrier()
+        yield
+        if self.world > 1 and self.main:
+            dist.barrier()
+
+    def stop(self) -> None:
+        if self.world > 1:
+            dist.destroy_process_group()
+
+
+def check_data(teacher: Checkpoint, data: DataSource, store: FeatureStore) -> None:
+    """The data must speak the teacher's language: its patch features and mostly known words."""
+    check_features(teacher, store, data, option="--data")
+    tok = teacher.tokenizer()
+    sample = tok([it.text for it in data.train[:256]])
+    real = sample.attention_mask.bool() & ~torch.isin(sample.input_ids, torch.tensor(sorted(tok.special_ids)))
+    unknown = (sample.input_ids[real] == tok.vocab.index("[UNK]")).float().mean().item() if real.any() else 1.0
+    if unknown > 0.5:
+        raise FbinferError(f"--data {data.path}: {unknown:.0%} of the caption tokens are unknown to the teacher's vocab "
+                           f"({len(tok.vocab)} tokens); the data does not match the teacher")
+
+
+def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
+            resume: bool = False) -> DistillResult:
+    env = Dist.start()
+    if env.world == 1:
+        torch_threads()
+    try:
+        return _distill(env, teacher_path, data, spec, dc, out, resume)
+    finally:
+        env.stop()
+
+
+def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
+             resume: bool) -> DistillResult:
+    teacher_ck = load_checkpoint(teacher_path)
+    with env.main_first():
+        store = FeatureStore(data, teacher_ck.config).ensure(data.train + data.test)
+    check_data(teacher_ck, data, store)
+    if dc.batch_size % env.world:
+        raise FbinferError(f"--batch-size {dc.batch_size}: must divide evenly over {env.world} processes")
+    tok = teacher_ck.tokenizer()
+    sampler = PairSampler(data.train, dc.seed, dc.batch_size, hard_ratio=dc.hard_ratio)
+    extra = round(dc.extra_negatives * dc.batch_size)
+    extra -= extra % env.world
+    masking = (dc.mlm_prob if dc.weights.mlm else 0.0, dc.mpm_prob if dc.weights.mpm else 0.0)
+
+    def global_batch(step: int) -> PretrainBatch:
+        texts, images, labels = sampler.pairs(step)
+        more_t, more_i = sampler.hard_negatives(step, extra)
+        labels = torch.cat([labels, torch.zeros(len(more_t), dtype=labels.dtype)])
+        gen = torch.Generator().manual_seed(dc.seed * 1_000_003 + step)
+        return make_batch(texts + more_t, images + more_i, labels, tok, store, gen, *masking)
+
+    state = None
+    if resume:
+        if not resume_path(out).is_file():
+            raise FbinferError(f"--resume: no resume state at {resume_path(out)}")
+        ck = load_checkpoint(resume_path(out), with_train_state=True)
+        state, lmap = ck.train_state, list(ck.meta["layer_map"])
+        kept = torch.arange(ck.config.hidden_size)  # the projections come from the saved state
+        student_ck = ck
+    else:
+        torch.manual_seed(dc.seed)
+        probing = PairSampler(data.train, dc.seed + 1, dc.batch_size)  # importance batches, apart from training's
+        probe = [make_batch(*probing.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
+        student_ck, lmap, kept = make_student(teacher_ck, spec, probe)
+    if dc.dropout is not None:
+        for m in student_ck.model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = dc.dropout
+    distiller = Distiller(student_ck.model, teacher_ck.config.hidden_size, kept, dc.weights, dc.temperature).to(env.device)
+    teacher = teacher_ck.model.to(env.device).eval()
+    model = nn.parallel.DistributedDataParallel(distiller, find_unused_parameters=True) if env.world > 1 else distiller
+    total = dc.total_steps(sampler)
+    groups = [{"params": list(distiller.student.parameters()), "lr": dc.lr},
+              {"params": list(distiller.proj.parameters()), "lr": dc.proj_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=dc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(total, dc.warmup))
+    step, elapsed = 0, 0.0
+    torch.manual_seed(dc.seed + env.rank)  # dropout streams
+    if state:
+        distiller.proj.load_state_dict(state["proj"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, elapsed = int(state["step"]), float(state["seconds"])
+        torch.set_rng_state(state["torch_rng"][env.rank % len(state["torch_rng"])])
+    meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(), "layer_map": lmap,
+            "student": asdict(spec), "distill": {**asdict(dc), "weights": asdict(dc.weights)}, "world_size": env.world}
+    log = out.with_name(out.stem + ".distill.jsonl")
+    if env.main:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    distiller.train()
+    last: dict[str, float] = {}
+    t0 = time.perf_counter() - elapsed
+
+    def save() -> None:
+        rngs = [torch.get_rng_state()]
+        if env.world > 1:
+            rngs = [torch.empty_like(rngs[0]) for _ in range(env.world)]
+            dist.all_gather(rngs, torch.get_rng_state())
+        if env.main:
+            info = {**meta, "steps": step, "train_seconds": round(time.perf_counter() - t0, 1), "last": last}
+            train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                           "seconds": time.perf_counter() - t0, "torch_rng": rngs, "proj": distiller.proj.state_dict()}
+            student = Checkpoint(distiller.student, student_ck.vocab, info)
+            save_checkpoint(Checkpoint(student.model, student.vocab, info, train_state), resume_path(out))
+            save_checkpoint(student, out)
+
+    with tqdm(total=total, initial=step, desc=f"distill {student_ck.config.name}", unit="step", disable=not env.main) as bar, \
+            (log.open("a") if env.main else open(os.devnull, "w")) as logf:
+        while step < total:
+            b = env.shard(global_batch(step))
+            terms = model(b, teach(teacher, b, lmap))
+            loss = sum(getattr(dc.weights, k) * v for k, v in terms.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(distiller.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            last = env.mean({k: float(v.detach()) for k, v in terms.items()})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
+            bar.update(1)
+            if env.main and (step % dc.log_every == 0 or step == total):
+                logf.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0], **last}) + "\n")
+                logf.flush()
+            if step % dc.checkpoint_every == 0 and step < total:
+                save()
+    save()
+    distiller.student.eval()
+    return DistillResult(step, time.perf_counter() - t0, last, lmap)
