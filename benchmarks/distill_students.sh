@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Makes README's distillation table: from one teacher, the 2 x 384 and 4 x 256 distilled students
-# and the paper's plain truncated 2-layer model (first two teacher layers, hard TIA loss only),
-# then measures all of them (benchmarks/distill_table.py).
-# Two runs at a time, one core each (2-core machine); the table is measured afterwards alone.
+# and the paper's plain truncated 2-layer model (the first two teacher layers fine-tuned with the
+# hard TIA loss only, same pairs, steps and lr), then measures all of them alone
+# (benchmarks/distill_table.py; TEACHER_EVAL, if given, is the teacher's `fbinfer eval --json`
+# on DATA, reused instead of evaluated again). Two runs at a time, one core each (2-core machine).
 set -euo pipefail
 TEACHER=${1:-runs/teacher6/model.pt}
 DATA=${2:-runs/data}
-STEPS=${3:-600}
+STEPS=${3:-500}
 DIR=${4:-runs/students}
+TEACHER_EVAL=${5:-}
 mkdir -p "$DIR"
 common=(--data "$DATA" --steps "$STEPS" --no-compare)
 taskset -c 0 fbinfer distill "$TEACHER" -o "$DIR/distilled-2x384.pt" --layers 2 "${common[@]}" > "$DIR/2x384.log" 2>&1 &
@@ -15,6 +17,6 @@ taskset -c 1 fbinfer distill "$TEACHER" -o "$DIR/truncated-2x384.pt" --layers 2 
     --weights kd=0,hidden=0,attention=0,embedding=0,tia=1 "${common[@]}" > "$DIR/truncated.log" 2>&1 &
 wait
 fbinfer distill "$TEACHER" -o "$DIR/distilled-4x256.pt" --layers 4 --hidden 256 "${common[@]}" > "$DIR/4x256.log" 2>&1
-python benchmarks/distill_table.py "$TEACHER" --data "$DATA" \
+python benchmarks/distill_table.py "$TEACHER" --data "$DATA" ${TEACHER_EVAL:+--teacher-eval "$TEACHER_EVAL"} \
     "distilled 2x384=$DIR/distilled-2x384.pt" "distilled 4x256=$DIR/distilled-4x256.pt" \
     "truncated 2x384 (paper)=$DIR/truncated-2x384.pt"

@@ -9,6 +9,7 @@ Usage: python benchmarks/distill_table.py TEACHER.pt --data DATA NAME=STUDENT.pt
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def describe(path: Path) -> str:
         return "-"
     w = meta["distill"]["weights"]
     terms = "+".join(k for k, v in w.items() if v)
-    return f"{meta['distill']['steps']} steps, init {meta['student']['init_layers']} {meta['layer_map']}, losses {terms}"
+    return (f"{meta['distill']['steps']} steps, lr {meta['distill']['lr']:g}, starts as teacher layers {meta['init_layers']}, "
+            f"losses {terms}")
 
 
 def main() -> None:
@@ -51,12 +53,18 @@ def main() -> None:
     ap.add_argument("students", nargs="+", help="NAME=STUDENT.pt")
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--queries", type=int, default=None)
+    ap.add_argument("--teacher-eval", type=Path, help="the teacher's `fbinfer eval --json` on DATA (all queries): reused, not re-run")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/distill"))
     args = ap.parse_args()
     torch_threads()
     data = load_data(args.data)
     console = Console()
-    teacher = measure(args.teacher, data, args.queries)
+    report = None
+    if args.teacher_eval:
+        report = json.loads(args.teacher_eval.read_text())
+        if Path(report["data"]).resolve() != args.data.resolve() or args.queries is not None:
+            raise SystemExit(f"{args.teacher_eval}: made on {report['data']} with all queries; not reusable here")
+    teacher = measure(args.teacher, data, args.queries, report=report)
     students = {}
     for spec in args.students:
         name, _, path = spec.partition("=")

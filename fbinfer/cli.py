@@ -114,11 +114,11 @@ def distill_cmd(
     layers: Annotated[int, typer.Option(help="Student encoder layers.")] = 2,
     hidden: Annotated[int | None, typer.Option(help="Student width (default: the teacher's).")] = None,
     heads: Annotated[int | None, typer.Option(help="Student attention heads (default: width / the teacher's head size).")] = None,
-    init_layers: Annotated[str, typer.Option(help="Teacher layers the student starts from: uniform (TinyBERT's map) or first (the paper's truncation).")] = "uniform",
+    init_layers: Annotated[str, typer.Option(help="Teacher layers the student starts as: uniform (TinyBERT's map) or first (the paper's truncation).")] = "uniform",
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs over the training items (if --steps is not given).")] = None,
     batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun processes).")] = 32,
-    lr: Annotated[float, typer.Option()] = 1e-4,
+    lr: Annotated[float, typer.Option(help="Student learning rate (peak; linear warm-up and decay).")] = 1e-4,
     temperature: Annotated[float, typer.Option(help="Temperature of the TIA logit distillation.")] = 2.0,
     weights: Annotated[str, typer.Option(help="Loss weights, e.g. 'kd=1,hidden=1,attention=1,embedding=1,tia=1,mlm=0,mpm=0' (unnamed terms keep these defaults).")] = "",
     extra_negatives: Annotated[float, typer.Option(help="Extra same-sub-category negatives per batch, as a share of the batch.")] = 0.5,
@@ -151,8 +151,8 @@ def distill_cmd(
     result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return
-    console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s (student layer i starts from and learns "
-                  f"from teacher layer {result.layer_map})")
+    console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s (student layers started as teacher "
+                  f"layers {result.init_layers} and learned from teacher layers {result.loss_layers})")
     if compare:
         t, s = measure(teacher, source, queries), measure(out, source, queries)
         console.print(compare_table(t, {out.name: s}))

@@ -136,7 +136,7 @@ def test_distillation_closes_the_logit_gap(tiny_model, tiny_data, tmp_path):
     gap0, gap1 = logit_gap(before, tiny_model, tiny_data), logit_gap(after, tiny_model, tiny_data)
     assert gap1 < 0.5 * gap0, (gap0, gap1)
     meta = load_checkpoint(after).meta
-    assert meta["layer_map"] == [1] and meta["student"]["hidden"] == 32
+    assert meta["layer_map"] == [1] and meta["init_layers"] == [1] and meta["student"]["hidden"] == 32
 
 
 def losses_of(log: Path) -> list[dict]:
@@ -209,4 +209,4 @@ def test_distill_errors_are_one_line(tiny_model, tiny_data, tmp_path):
         assert r.returncode == 1, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert not list(tmp_path.glob("*.pt"))  # nothing written
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["junk.pt"]  # nothing written

@@ -26,10 +26,12 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def measure(path: Path, data: DataSource, queries: int | None = None, batch: int = 64, seconds: float = 3.0) -> dict:
+def measure(path: Path, data: DataSource, queries: int | None = None, batch: int = 64, seconds: float = 3.0,
+            report: dict | None = None) -> dict:
     """Rank@K and torch fp32 pairs/s at ``batch`` of one checkpoint. The result is cached beside
-    the data, keyed by the checkpoint's bytes, the data and the query count (a teacher compared
-    with several students is evaluated once)."""
+    the data, keyed by the checkpoint's bytes, the data, the query count and the threads (a
+    teacher compared with several students is evaluated once). ``report``: this checkpoint's
+    ``fbinfer eval`` result on the same data, used instead of evaluating again."""
     ck = load_checkpoint(path)
     threads = torch.get_num_threads()
     key = f"{file_digest(path)}-{data.fingerprint()}-q{queries}-b{batch}-t{threads}"
@@ -37,7 +39,8 @@ def measure(path: Path, data: DataSource, queries: int | None = None, batch: int
     if cache.is_file():
         return {**read_json(cache), "model": str(path)}
     store = FeatureStore(data, ck.config).ensure(data.test)
-    report, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), store), data, queries)
+    if report is None:
+        report, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), store), data, queries)
     items = [data.test[i % len(data.test)] for i in range(batch)]
     feeds = make_feeds(ck.tokenizer(), store.get(items).numpy(), [it.text for it in items])
     with TorchRunner(ck.model) as runner:

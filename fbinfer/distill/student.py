@@ -1,6 +1,6 @@
 """A smaller FashionBERT initialised from its teacher.
 
-Depth: the student keeps a chosen subset of the teacher's layers (``layer_map``). Width: when
+Depth: the student starts as a chosen subset of the teacher's layers (``layer_map``). Width: when
 the student is narrower, it keeps the teacher's most important hidden channels, attention
 heads and FFN neurons, importance being the mean absolute activation on real training pairs
 (the activation-based structured pruning of Minitron, Muralidharan et al. 2024), and every
@@ -27,7 +27,7 @@ class StudentSpec:
     layers: int = 2
     hidden: int | None = None  # None: the teacher's
     heads: int | None = None  # None: keep the teacher's head size
-    init_layers: str = "uniform"  # "uniform": teacher layers spread over the depth; "first": the bottom ones
+    init_layers: str = "uniform"  # "uniform": spread over the depth (TinyBERT's map); "first": the bottom ones (README)
 
     def config(self, teacher: FashionBertConfig) -> FashionBertConfig:
         """The student's config; errors name the option that does not fit the teacher."""
@@ -52,8 +52,8 @@ class StudentSpec:
 
 def layer_map(teacher_layers: int, student_layers: int, how: str = "uniform") -> list[int]:
     """Teacher layer index for each student layer. "uniform" is TinyBERT's g(m) = m * N / M
-    (student layer m learns from, and starts as, teacher layer m*N/M, 1-based); "first" keeps
-    the bottom layers, as the paper's truncation does."""
+    (1-based; the distillation losses always map layers this way, and a student can also start
+    as those layers); "first" keeps the bottom layers, as the paper's truncation does."""
     if how == "first":
         return list(range(student_layers))
     return [(m + 1) * teacher_layers // student_layers - 1 for m in range(student_layers)]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from fbinfer.data.features import FeatureStore, torch_threads
 from fbinfer.data.source import DataSource
 from fbinfer.distill.losses import attention_kl, masked_mse, relation_heads, tia_kd
-from fbinfer.distill.student import StudentSpec, make_student
+from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
 from fbinfer.export.bundle import check_features
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -45,6 +45,11 @@ class LossWeights:
     mlm: float = 0.0
     mpm: float = 0.0
 
+    @property
+    def uses_teacher(self) -> bool:
+        """False for plain fine-tuning (only tia/mlm/mpm on): the teacher's forward pass is skipped."""
+        return any((self.kd, self.hidden, self.attention, self.embedding))
+
     @classmethod
     def parse(cls, text: str) -> LossWeights:
         """``"kd=1,hidden=0.5"``: named terms replace the defaults."""
@@ -59,7 +64,10 @@ class LossWeights:
                 raise FbinferError(f"--weights: {part!r} is not name=number") from None
             if values[name] < 0:
                 raise FbinferError(f"--weights: {name} must be >= 0")
-        return cls(**values)
+        weights = cls(**values)
+        if not any(getattr(weights, t) for t in TERMS):
+            raise FbinferError(f"--weights {text!r}: every loss term is off")
+        return weights
 
 
 @dataclass
@@ -93,7 +101,8 @@ class DistillResult:
     steps: int
     seconds: float
     last: dict[str, float]
-    layer_map: list[int]
+    init_layers: list[int]  # teacher layer each student layer started as
+    loss_layers: list[int]  # teacher layer each student layer learned from
 
 
 class Recorder:
@@ -164,7 +173,7 @@ class Distiller(nn.Module):
     def lift(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.proj[i](x) if len(self.proj) else x
 
-    def forward(self, b: PretrainBatch, t: TeacherView) -> dict[str, torch.Tensor]:
+    def forward(self, b: PretrainBatch, t: TeacherView | None) -> dict[str, torch.Tensor]:
         w, s = self.weights, self.student
         rec = Recorder(s, list(range(s.config.num_layers)))
         try:
@@ -251,9 +260,9 @@ class Dist:
             dist.destroy_process_group()
 
 
-def check_data(teacher: Checkpoint, data: DataSource, store: FeatureStore) -> None:
-    """The data must speak the teacher's language: its patch features and mostly known words."""
-    check_features(teacher, store, data, option="--data")
+def check_vocab(teacher: Checkpoint, data: DataSource) -> None:
+    """The data's captions must be mostly words the teacher's vocab knows (checked before any
+    feature extraction, so a wrong data set fails at once)."""
     tok = teacher.tokenizer()
     sample = tok([it.text for it in data.train[:256]])
     real = sample.attention_mask.bool() & ~torch.isin(sample.input_ids, torch.tensor(sorted(tok.special_ids)))
@@ -277,9 +286,10 @@ def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: Distill
 def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
              resume: bool) -> DistillResult:
     teacher_ck = load_checkpoint(teacher_path)
+    check_vocab(teacher_ck, data)
     with env.main_first():
         store = FeatureStore(data, teacher_ck.config).ensure(data.train + data.test)
-    check_data(teacher_ck, data, store)
+    check_features(teacher_ck, store, data, option="--data")
     if dc.batch_size % env.world:
         raise FbinferError(f"--batch-size {dc.batch_size}: must divide evenly over {env.world} processes")
     tok = teacher_ck.tokenizer()
@@ -300,14 +310,15 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         if not resume_path(out).is_file():
             raise FbinferError(f"--resume: no resume state at {resume_path(out)}")
         ck = load_checkpoint(resume_path(out), with_train_state=True)
-        state, lmap = ck.train_state, list(ck.meta["layer_map"])
+        state, init_map = ck.train_state, list(ck.meta["init_layers"])
         kept = torch.arange(ck.config.hidden_size)  # the projections come from the saved state
         student_ck = ck
     else:
         torch.manual_seed(dc.seed)
         probing = PairSampler(data.train, dc.seed + 1, dc.batch_size)  # importance batches, apart from training's
         probe = [make_batch(*probing.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
-        student_ck, lmap, kept = make_student(teacher_ck, spec, probe)
+        student_ck, init_map, kept = make_student(teacher_ck, spec, probe)
+    lmap = layer_map(teacher_ck.config.num_layers, student_ck.config.num_layers)  # TinyBERT's uniform map
     if dc.dropout is not None:
         for m in student_ck.model.modules():
             if isinstance(m, nn.Dropout):
@@ -328,7 +339,8 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         sched.load_state_dict(state["scheduler"])
         step, elapsed = int(state["step"]), float(state["seconds"])
         torch.set_rng_state(state["torch_rng"][env.rank % len(state["torch_rng"])])
-    meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(), "layer_map": lmap,
+    meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(),
+            "init_layers": init_map, "layer_map": lmap,
             "student": asdict(spec), "distill": {**asdict(dc), "weights": asdict(dc.weights)}, "world_size": env.world}
     log = out.with_name(out.stem + ".distill.jsonl")
     if env.main:
@@ -354,7 +366,7 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
             (log.open("a") if env.main else open(os.devnull, "w")) as logf:
         while step < total:
             b = env.shard(global_batch(step))
-            terms = model(b, teach(teacher, b, lmap))
+            terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None)
             loss = sum(getattr(dc.weights, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -372,4 +384,4 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
                 save()
     save()
     distiller.student.eval()
-    return DistillResult(step, time.perf_counter() - t0, last, lmap)
+    return DistillResult(step, time.perf_counter() - t0, last, init_map, lmap)
