@@ -30,7 +30,7 @@ from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.training.objectives import PretrainBatch, mpm_kl
 from fbinfer.training.pairs import PairSampler, make_batch
-from fbinfer.training.trainer import linear_schedule, resume_path
+from fbinfer.training.trainer import linear_schedule, optimizer_step, resume_path, total_steps
 
 TERMS = ("kd", "hidden", "attention", "embedding", "tia", "mlm", "mpm")
 
@@ -91,9 +91,7 @@ class DistillConfig:
     seed: int = 0
 
     def total_steps(self, sampler: PairSampler) -> int:
-        if self.steps:
-            return self.steps
-        return max(1, round((self.epochs or 1.0) * sampler.steps_per_epoch))
+        return total_steps(self.steps, self.epochs, sampler)
 
 
 @dataclass
@@ -367,12 +365,7 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         while step < total:
             b = env.shard(global_batch(step))
             terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None)
-            loss = sum(getattr(dc.weights, k) * v for k, v in terms.items())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(distiller.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(sum(getattr(dc.weights, k) * v for k, v in terms.items()), distiller.parameters(), opt, sched)
             step += 1
             last = env.mean({k: float(v.detach()) for k, v in terms.items()})
             bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})

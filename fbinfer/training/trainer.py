@@ -47,9 +47,14 @@ class TrainConfig:
     seed: int = 0
 
     def total_steps(self, sampler: PairSampler) -> int:
-        if self.steps:
-            return self.steps
-        return max(1, math.ceil((self.epochs or 1.0) * sampler.steps_per_epoch))
+        return total_steps(self.steps, self.epochs, sampler)
+
+
+def total_steps(steps: int | None, epochs: float | None, sampler: PairSampler) -> int:
+    """``steps`` if given, else ``epochs`` (default 1) over the sampler's items."""
+    if steps:
+        return steps
+    return max(1, math.ceil((epochs or 1.0) * sampler.steps_per_epoch))
 
 
 @dataclass
@@ -99,6 +104,15 @@ def linear_schedule(total: int, warmup: float, hold: int = 0):
     return factor
 
 
+def optimizer_step(loss: torch.Tensor, params, opt: torch.optim.Optimizer, sched, clip: float = 1.0) -> None:
+    """One update: backward, clip the gradient norm, step the optimizer and the lr schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    sched.step()
+
+
 def resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume")
 
@@ -146,11 +160,7 @@ def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, 
             losses, shared = pretrain_losses(model, batch)
             w = (tia_only if warming else weigher)(losses, shared)
             total_loss = sum(wi * li for wi, li in zip(w, losses))
-            opt.zero_grad(set_to_none=True)
-            total_loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(total_loss, model.parameters(), opt, sched)
             step += 1
             last = {**{t: float(v.detach()) for t, v in zip(TASKS, losses)}, **{f"w_{t}": float(v.detach()) for t, v in zip(TASKS, w)}}
             bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
