@@ -140,9 +140,9 @@ class FeatureStore:
         return torch.from_numpy(np.asarray(self.array[rows], dtype=np.float32))
 
 
-def torch_threads() -> None:
-    """Use every core we are given (CI and this machine: 2)."""
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+def torch_threads(processes: int = 1) -> None:
+    """Use every core we are given (CI and this machine: 2), shared by ``processes`` on this node."""
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes))
 
 
 __all__ = ["EfficientNetPatches", "FeatureStore", "PixelPatches", "make_extractor", "torch_threads"]

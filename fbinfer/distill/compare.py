@@ -1,7 +1,6 @@
 """Teacher vs students: Rank@K on the ``fbinfer eval`` candidate lists, size and pairs/s here."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -12,18 +11,11 @@ from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
+from fbinfer.export.bundle import sha256
 from fbinfer.export.io_spec import make_feeds
 from fbinfer.fileio import read_json, write_json
 from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.runtime.runners import TorchRunner
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def measure(path: Path, data: DataSource, queries: int | None = None, batch: int = 64, seconds: float = 3.0,
@@ -34,7 +26,7 @@ def measure(path: Path, data: DataSource, queries: int | None = None, batch: int
     ``fbinfer eval`` result on the same data, used instead of evaluating again."""
     ck = load_checkpoint(path)
     threads = torch.get_num_threads()
-    key = f"{file_digest(path)}-{data.fingerprint()}-q{queries}-b{batch}-t{threads}"
+    key = f"{sha256(path)[:16]}-{data.fingerprint()}-q{queries}-b{batch}-t{threads}"
     cache = data.cache_dir / "compare" / f"{key}.json"
     if cache.is_file():
         return {**read_json(cache), "model": str(path)}

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from fbinfer.errors import FbinferError
 from fbinfer.export.bundle import check_features
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fbinfer.model.fashionbert import FashionBert
-from fbinfer.training.objectives import PretrainBatch, mpm_kl
+from fbinfer.training.objectives import PretrainBatch, masked_losses
 from fbinfer.training.pairs import PairSampler, make_batch
 from fbinfer.training.trainer import linear_schedule, optimizer_step, resume_path, total_steps
 
@@ -104,13 +104,16 @@ class DistillResult:
 
 
 class Recorder:
-    """Forward hooks keeping each encoder layer's output, queries and keys (gradients flow)."""
+    """Forward hooks keeping the embedding layer's output and each encoder layer's output,
+    queries and keys, as the forward pass computed them (gradients flow, dropout included)."""
 
     def __init__(self, model: FashionBert, layers: list[int]):
         self.hidden: dict[int, torch.Tensor] = {}
         self.q: dict[int, torch.Tensor] = {}
         self.k: dict[int, torch.Tensor] = {}
-        self.handles = []
+        self.parts: dict[int, torch.Tensor] = {}  # 0: text embeddings, 1: patch embeddings
+        self.handles = [model.bert.embeddings.register_forward_hook(self._keep(self.parts, 0)),
+                        model.patch_embed.register_forward_hook(self._keep(self.parts, 1))]
         for i in layers:
             layer = model.bert.encoder.layer[i]
             self.handles.append(layer.register_forward_hook(self._keep(self.hidden, i)))
@@ -122,6 +125,11 @@ class Recorder:
         def hook(_m, _args, out):
             store[i] = out[0] if isinstance(out, tuple) else out
         return hook
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        """The encoder's input, (B, T + image tokens, H), as ``FashionBert.embed`` concatenates it."""
+        return torch.cat([self.parts[0], self.parts[1]], dim=1)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -143,11 +151,10 @@ class TeacherView:
 def teach(teacher: FashionBert, b: PretrainBatch, lmap: list[int]) -> TeacherView:
     rec = Recorder(teacher, sorted(set(lmap)))
     try:
-        emb = teacher.embed(b.input_ids, b.patches)
         logit = teacher(b.input_ids, b.attention_mask, b.patches).logit
     finally:
         rec.remove()
-    return TeacherView(logit, emb, [rec.hidden[t] for t in lmap], [rec.q[t] for t in lmap], [rec.k[t] for t in lmap])
+    return TeacherView(logit, rec.embedding, [rec.hidden[t] for t in lmap], [rec.q[t] for t in lmap], [rec.k[t] for t in lmap])
 
 
 class Distiller(nn.Module):
@@ -176,7 +183,6 @@ class Distiller(nn.Module):
         rec = Recorder(s, list(range(s.config.num_layers)))
         try:
             out = s(b.input_ids, b.attention_mask, b.patches)
-            emb = s.embed(b.input_ids, b.patches) if w.embedding else None
         finally:
             rec.remove()
         image = b.attention_mask.new_ones(b.input_ids.shape[0], s.config.image_tokens)
@@ -192,14 +198,10 @@ class Distiller(nn.Module):
             terms["attention"] = sum(attention_kl(rec.q[i], rec.k[i], t.q[i], t.k[i], keep, self.relation_heads)
                                      for i in range(len(t.q))) / len(t.q)
         if w.embedding:
-            terms["embedding"] = masked_mse(self.lift(0, emb), t.embedding, keep)
-        T, P = b.input_ids.shape[1], b.patches.shape[1]
-        if w.mlm:
-            sel = b.mlm_labels != -100
-            terms["mlm"] = nn.functional.cross_entropy(s.mlm_logits(out.sequence[:, :T][sel]), b.mlm_labels[sel]) if sel.any() else out.logit.sum() * 0
-        if w.mpm:
-            terms["mpm"] = (mpm_kl(s.mpm_features(out.sequence[:, -P:][b.patch_mask]), b.patch_targets[b.patch_mask])
-                            if b.patch_mask.any() else out.logit.sum() * 0)
+            terms["embedding"] = masked_mse(self.lift(0, rec.embedding), t.embedding, keep)
+        if w.mlm or w.mpm:
+            mlm, mpm = masked_losses(s, out.sequence, b)
+            terms.update({k: v for k, v in (("mlm", mlm), ("mpm", mpm)) if getattr(w, k)})
         return terms
 
 
@@ -222,8 +224,7 @@ class Dist:
         if cuda:
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world))
+        torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
         return cls(dist.get_rank(), world, device)
 
     @property
@@ -233,8 +234,7 @@ class Dist:
     def shard(self, b: PretrainBatch) -> PretrainBatch:
         """Rows rank, rank + world, ... of the global batch, on this process's device."""
         rows = slice(self.rank, None, self.world)
-        return PretrainBatch(*(x[rows].to(self.device) for x in (b.input_ids, b.attention_mask, b.patches, b.labels,
-                                                                   b.mlm_labels, b.patch_mask, b.patch_targets)))
+        return PretrainBatch(*(getattr(b, f.name)[rows].to(self.device) for f in fields(b)))
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Loss terms averaged over processes (for the log: the global batch's losses)."""

@@ -59,14 +59,19 @@ class PretrainBatch:
     patch_targets: torch.Tensor  # (B, P, D) original features
 
 
-def pretrain_losses(model: FashionBert, b: PretrainBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """[MLM, MPM, TIA] losses and the encoder output they share (for gradient-norm weighting)."""
-    out = model(b.input_ids, b.attention_mask, b.patches)
-    seq = out.sequence
+def masked_losses(model: FashionBert, seq: torch.Tensor, b: PretrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(MLM, MPM) on the encoder output ``seq``; zero (still in the graph) where nothing is masked."""
     T, P = b.input_ids.shape[1], b.patches.shape[1]
     zero = seq.sum() * 0.0
     sel = b.mlm_labels != -100
     mlm = F.cross_entropy(model.mlm_logits(seq[:, :T][sel]), b.mlm_labels[sel]) if sel.any() else zero
     mpm = mpm_kl(model.mpm_features(seq[:, -P:][b.patch_mask]), b.patch_targets[b.patch_mask]) if b.patch_mask.any() else zero
+    return mlm, mpm
+
+
+def pretrain_losses(model: FashionBert, b: PretrainBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """[MLM, MPM, TIA] losses and the encoder output they share (for gradient-norm weighting)."""
+    out = model(b.input_ids, b.attention_mask, b.patches)
+    mlm, mpm = masked_losses(model, out.sequence, b)
     tia = F.binary_cross_entropy_with_logits(out.logit, b.labels.float())
-    return [mlm, mpm, tia], seq
+    return [mlm, mpm, tia], out.sequence
