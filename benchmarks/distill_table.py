@@ -41,10 +41,10 @@ def describe(path: Path) -> str:
     meta = load_checkpoint(path).meta
     if "distill" not in meta:
         return "-"
-    w = meta["distill"]["weights"]
+    dc, w = meta["distill"], meta["distill"]["weights"]
     terms = "+".join(k for k, v in w.items() if v)
-    return (f"{meta['distill']['steps']} steps, lr {meta['distill']['lr']:g}, starts as teacher layers {meta['init_layers']}, "
-            f"losses {terms}")
+    lists = f", {dc['lists']} lists of {dc['list_size']} per step" if w.get("rank") and dc.get("lists") else ""
+    return f"{dc['steps']} steps, lr {dc['lr']:g}, starts as teacher layers {meta['init_layers']}, losses {terms}{lists}"
 
 
 def main() -> None:

@@ -120,8 +120,10 @@ def distill_cmd(
     batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun processes).")] = 32,
     lr: Annotated[float, typer.Option(help="Student learning rate (peak; linear warm-up and decay).")] = 1e-4,
     temperature: Annotated[float, typer.Option(help="Temperature of the TIA logit distillation.")] = 2.0,
-    weights: Annotated[str, typer.Option(help="Loss weights, e.g. 'kd=1,hidden=1,attention=1,embedding=1,tia=1,mlm=0,mpm=0' (unnamed terms keep these defaults).")] = "",
-    extra_negatives: Annotated[float, typer.Option(help="Extra same-sub-category negatives per batch, as a share of the batch.")] = 0.5,
+    weights: Annotated[str, typer.Option(help="Loss weights, e.g. 'kd=1,rank=1,hidden=1,attention=1,embedding=1,tia=1,mlm=0,mpm=0' (unnamed terms keep these defaults).")] = "",
+    extra_negatives: Annotated[float, typer.Option(help="Extra same-sub-category negatives per batch, as a share of the batch.")] = 0.0,
+    lists: Annotated[int, typer.Option(help="Ranking lists per batch for the rank term (one anchor, candidates from its sub-category).")] = 2,
+    list_size: Annotated[int, typer.Option(help="Pairs per ranking list (the truth first).")] = 16,
     dropout: Annotated[float | None, typer.Option(help="Student dropout (default: the teacher's).")] = None,
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
@@ -144,9 +146,11 @@ def distill_cmd(
             raise FbinferError(f"{name}: must be positive, got {v}")
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
+    if lists < 0 or list_size < 2:
+        raise FbinferError(f"--lists {lists} --list-size {list_size}: need lists >= 0 and at least 2 pairs per list")
     source = load_data(training_data(load_checkpoint(teacher), teacher, data))
     dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
-                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, dropout=dropout,
+                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, lists=lists, list_size=list_size, dropout=dropout,
                        checkpoint_every=checkpoint_every, seed=seed)
     result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume)
     if os.environ.get("RANK", "0") != "0":

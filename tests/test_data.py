@@ -43,8 +43,22 @@ def test_synth_refuses_non_empty_folder(tmp_path):
 def test_products_of_a_subcategory_differ_only_by_attributes(tiny_data):
     products = json.loads((tiny_data / "synth.json").read_text())["products"]
     for p in products.values():
-        attrs = set(p) - {"category", "subcategory", "color", "pattern"}
+        attrs = set(p) - {"category", "subcategory", "color", "pattern", "named"}
         assert attrs == set(CATEGORIES[p["category"]][0])
+
+
+def test_synth_json_records_what_each_caption_names(tiny_data):
+    products = json.loads((tiny_data / "synth.json").read_text())["products"]
+    phrases = lambda prop, value: COLORS[value][1] if prop == "color" else PATTERNS[value] if prop == "pattern" else ATTRIBUTES[prop][value]
+    items = [json.loads(line) for line in (tiny_data / "train.jsonl").read_text().splitlines()]
+    properties = lambda p: set(p) - {"category", "subcategory", "named"}
+    assert any(set(p["named"]) < properties(p) for p in products.values())  # some captions leave things out
+    assert all(set(p["named"]) <= properties(p) for p in products.values())
+    for it in items:
+        p = products[it["product_id"]]
+        for prop in p["named"]:
+            words = [w.removeprefix("with ") for w in phrases(prop, p[prop])]  # "with a and b" lists drop the "with"
+            assert any(w in it["text"].lower() for w in words), (prop, it["text"])
 
 
 def _items(spec: dict[str, int]) -> list[Item]:

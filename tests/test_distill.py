@@ -14,9 +14,9 @@ import pytest
 import torch
 from helpers import run_cli
 
-from fbinfer.distill.losses import attention_kl, masked_mse, relation_heads, tia_kd
+from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
-from fbinfer.distill.trainer import DistillConfig, LossWeights, distill
+from fbinfer.distill.trainer import Dist, DistillConfig, LossWeights, distill
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import load_checkpoint
 
@@ -27,6 +27,46 @@ def test_tia_kd_is_a_binary_kl_times_t_squared():
     assert tia_kd(s, t, 1.0).item() == pytest.approx(expected, rel=1e-5)
     assert tia_kd(s, t * 2, 2.0).item() == pytest.approx(4 * expected, rel=1e-5)  # same p at T = 2, times T^2
     assert tia_kd(t, t, 3.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_list_kd_is_a_softmax_kl_over_each_list():
+    t = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])  # teacher: (3/4, 1/4) and (1/2, 1/2)
+    s = torch.zeros(2, 2)  # student: uniform
+    expected = (0.75 * math.log(1.5) + 0.25 * math.log(0.5)) / 2  # the second list agrees
+    assert list_kd(s, t, 1.0).item() == pytest.approx(expected, rel=1e-5)
+    assert list_kd(s + 5.0, t - 1.0, 1.0).item() == pytest.approx(expected, rel=1e-5)  # only the order within a list counts
+    assert list_kd(s, t * 2, 2.0).item() == pytest.approx(4 * expected, rel=1e-5)
+
+
+def test_ranking_lists_put_the_truth_first_among_its_subcategory(tiny_data):
+    from fbinfer.data.source import load_data
+    from fbinfer.training.pairs import PairSampler
+
+    items = load_data(tiny_data).train
+    sampler = PairSampler(items, seed=0, batch_size=8)
+    texts, images = sampler.ranking_lists(step=3, count=6, size=3)
+    assert len(texts) == len(images) == 18
+    for g in range(6):
+        t, m = texts[3 * g : 3 * g + 3], images[3 * g : 3 * g + 3]
+        assert t[0].product_id == m[0].product_id  # the truth
+        anchor_is_image = len({x.image for x in m}) == 1
+        others = t[1:] if anchor_is_image else m[1:]
+        assert len({x.product_id for x in others} | {t[0].product_id}) == 3  # distinct other products
+        same_sub = [x for x in items if x.subcategory == t[0].subcategory]
+        if len({x.product_id for x in same_sub}) >= 3:
+            assert all(x.subcategory == t[0].subcategory for x in others)
+    assert (texts, images) == sampler.ranking_lists(step=3, count=6, size=3)  # a pure function of (seed, step)
+
+
+def test_shard_splits_pairs_and_whole_lists():
+    from dataclasses import fields
+
+    from fbinfer.training.objectives import PretrainBatch
+
+    b = PretrainBatch(*(torch.arange(10) for _ in fields(PretrainBatch)))  # 4 pairs, then 2 lists of 3
+    assert Dist(rank=0, world=2).shard(b, lists=2, list_size=3).labels.tolist() == [0, 2, 4, 5, 6]
+    assert Dist(rank=1, world=2).shard(b, lists=2, list_size=3).labels.tolist() == [1, 3, 7, 8, 9]
+    assert Dist().shard(b).labels.tolist() == list(range(10))
 
 
 def test_masked_mse_ignores_padding():
@@ -132,7 +172,7 @@ def test_distillation_closes_the_logit_gap(tiny_model, tiny_data, tmp_path):
     distill(tiny_model, data, spec, DistillConfig(steps=1, lr=1e-9, proj_lr=1e-9, weights=weights), before)
     after = tmp_path / "s.pt"
     result = distill(tiny_model, data, spec, DistillConfig(steps=40, lr=2e-3, batch_size=16, weights=weights), after)
-    assert set(result.last) == {"kd", "hidden", "attention", "embedding"}
+    assert set(result.last) == {"kd", "rank", "hidden", "attention", "embedding"}
     gap0, gap1 = logit_gap(before, tiny_model, tiny_data), logit_gap(after, tiny_model, tiny_data)
     assert gap1 < 0.5 * gap0, (gap0, gap1)
     meta = load_checkpoint(after).meta
@@ -146,7 +186,7 @@ def losses_of(log: Path) -> list[dict]:
 def test_two_process_ddp_follows_the_single_process_run(tiny_model, tiny_data, tmp_path):
     """torchrun --nproc_per_node 2 (gloo, CPU) against one process with the same global batch."""
     common = ["distill", str(tiny_model), "--data", str(tiny_data), "--layers", "1", "--steps", "4", "--batch-size", "8",
-              "--dropout", "0", "--lr", "1e-3", "--no-compare"]
+              "--dropout", "0", "--lr", "1e-3", "--lists", "2", "--list-size", "4", "--no-compare"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = run_cli(*common, "-o", str(tmp_path / "one.pt"), env=env)
     assert single.returncode == 0, single.stderr[-2000:]
@@ -158,7 +198,7 @@ def test_two_process_ddp_follows_the_single_process_run(tiny_model, tiny_data, t
     assert [r["step"] for r in one] == [r["step"] for r in two] == [4]
     one_ck, two_ck = load_checkpoint(tmp_path / "one.pt"), load_checkpoint(tmp_path / "two.pt")
     assert two_ck.meta["world_size"] == 2
-    for k in ("kd", "hidden", "attention", "embedding", "tia"):
+    for k in ("kd", "rank", "hidden", "attention", "embedding", "tia"):
         assert two[-1][k] == pytest.approx(one[-1][k], rel=1e-3, abs=1e-5), k
     one_w, two_w = one_ck.model.state_dict(), two_ck.model.state_dict()
     init = make_student(load_checkpoint(tiny_model), StudentSpec(layers=1), [])[0].model.state_dict()

@@ -47,13 +47,21 @@ def sample_product(i: int, rng: np.random.Generator) -> Product:
     return Product(f"P{i:06d}", category, sub, str(rng.choice(list(COLORS))), str(rng.choice(list(PATTERNS))), attrs)
 
 
-def caption(p: Product, cfg: SynthConfig, rng: np.random.Generator) -> str:
-    """A product description from one of several templates, with synonyms and distractors."""
+def caption(p: Product, cfg: SynthConfig, rng: np.random.Generator) -> tuple[str, list[str]]:
+    """A product description from one of several templates, with synonyms and distractors, and
+    the properties it names (kept in synth.json: they bound the best Rank@1 any model can reach)."""
     pick = lambda xs: str(xs[rng.integers(len(xs))])
     noun = pick(CATEGORIES[p.category][1][p.subcategory])
     color = pick(COLORS[p.color][1]) if rng.random() < cfg.p_color else None
-    phrases = [pick(PATTERNS[p.pattern])] if rng.random() < cfg.p_pattern else []
-    phrases += [pick(ATTRIBUTES[a][v]) for a, v in p.attributes.items() if rng.random() < cfg.p_attribute]
+    named = ["color"] if color else []
+    phrases = []
+    if rng.random() < cfg.p_pattern:
+        phrases.append(pick(PATTERNS[p.pattern]))
+        named.append("pattern")
+    for a, v in p.attributes.items():
+        if rng.random() < cfg.p_attribute:
+            phrases.append(pick(ATTRIBUTES[a][v]))
+            named.append(a)
     rng.shuffle(phrases)
     adjs = [x for x in phrases if not x.startswith("with ")]
     withs = [x for x in phrases if x.startswith("with ")]
@@ -73,7 +81,7 @@ def caption(p: Product, cfg: SynthConfig, rng: np.random.Generator) -> str:
         distract = pick(DISTRACTORS)
     if rng.random() < 0.6:
         text = f"{text} {distract}"
-    return text[0].upper() + text[1:]
+    return text[0].upper() + text[1:], named
 
 
 def synthesize(out: Path, cfg: SynthConfig, force: bool = False) -> dict[str, int]:
@@ -86,11 +94,12 @@ def synthesize(out: Path, cfg: SynthConfig, force: bool = False) -> dict[str, in
     products = [sample_product(i, rng) for i in range(cfg.products)]
     test_ids = set(rng.choice(cfg.products, size=max(2, round(cfg.products * cfg.test_fraction)), replace=False).tolist())
     splits: dict[str, list[Item]] = {"train": [], "test": []}
+    named: dict[str, list[str]] = {}
     with atomic_path(out) as tmp:
         (tmp / "images").mkdir(parents=True)
         for i, p in enumerate(tqdm(products, desc="drawing products", unit="product")):
             prng = np.random.default_rng([cfg.seed, i])
-            text = caption(p, cfg, prng)
+            text, named[p.product_id] = caption(p, cfg, prng)
             for v in range(cfg.views):
                 rel = f"images/{p.product_id}_{v}.jpg"
                 render(p.category, p.subcategory, p.attributes, COLORS[p.color][0], p.pattern, prng).save(tmp / rel, quality=92)
@@ -99,6 +108,7 @@ def synthesize(out: Path, cfg: SynthConfig, force: bool = False) -> dict[str, in
             write_jsonl(tmp / f"{name}.jsonl", items)
         write_json(tmp / "eval_candidates.json", build_candidates(splits["test"], seed=cfg.seed).to_dict())
         write_json(tmp / "synth.json", {"config": cfg.__dict__, "products": {p.product_id: {
-            "category": p.category, "subcategory": p.subcategory, "color": p.color, "pattern": p.pattern, **p.attributes}
+            "category": p.category, "subcategory": p.subcategory, "color": p.color, "pattern": p.pattern, **p.attributes,
+            "named": named[p.product_id]}
             for p in products}})
     return {"products": cfg.products, "train_items": len(splits["train"]), "test_items": len(splits["test"])}

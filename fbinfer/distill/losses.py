@@ -16,6 +16,15 @@ def tia_kd(student_logit: torch.Tensor, teacher_logit: torch.Tensor, temperature
     return kl.mean() * temperature**2
 
 
+def list_kd(student_logit: torch.Tensor, teacher_logit: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Listwise ranking distillation: KL(teacher || student) between softmax(logits / T) over each
+    row of (lists, candidates), times T^2. Rank@1 is decided among fine-grained negatives of one
+    sub-category; this term teaches the order within such a list, not each pair's probability."""
+    s = F.log_softmax(student_logit.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logit.float() / temperature, dim=-1)
+    return (t.exp() * (t - s)).sum(-1).mean() * temperature**2
+
+
 def row_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """(B, L) per-token values -> the mean over each pair's real tokens, then over pairs. Every
     pair weighs the same, so shards of equal size average to the global batch's loss (DDP)."""

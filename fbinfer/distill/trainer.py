@@ -1,9 +1,10 @@
 """``fbinfer distill``: train a student to rank as its teacher does, on one process or under torchrun.
 
 Every step draws one global batch (a pure function of seed and step: matched and unmatched
-pairs, plus extra hard negatives from the same sub-category); under torchrun each rank takes
-every world-th row of it (the distributed sampler) and DistributedDataParallel averages the
-gradients, so N processes follow the single-process trajectory of the same global batch.
+pairs, optional extra hard negatives, and ranking lists: one anchor against candidates from its
+sub-category, as a Rank@K query sees them); under torchrun each rank takes every world-th pair
+and every world-th list of it (the distributed sampler) and DistributedDataParallel averages
+the gradients, so N processes follow the single-process trajectory of the same global batch.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from fbinfer.data.features import FeatureStore, torch_threads
 from fbinfer.data.source import DataSource
-from fbinfer.distill.losses import attention_kl, masked_mse, relation_heads, tia_kd
+from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
 from fbinfer.export.bundle import check_features
@@ -32,12 +33,13 @@ from fbinfer.training.objectives import PretrainBatch, masked_losses
 from fbinfer.training.pairs import PairSampler, make_batch
 from fbinfer.training.trainer import linear_schedule, optimizer_step, resume_path, total_steps
 
-TERMS = ("kd", "hidden", "attention", "embedding", "tia", "mlm", "mpm")
+TERMS = ("kd", "rank", "hidden", "attention", "embedding", "tia", "mlm", "mpm")
 
 
 @dataclass(frozen=True)
 class LossWeights:
     kd: float = 1.0  # TIA logit distillation (soft labels, temperature)
+    rank: float = 1.0  # listwise distillation over each ranking list's logits
     hidden: float = 1.0  # hidden-state MSE over the layer map
     attention: float = 1.0  # self-attention distribution KL over the layer map
     embedding: float = 1.0  # embedding-layer MSE (text and patch tokens)
@@ -48,7 +50,7 @@ class LossWeights:
     @property
     def uses_teacher(self) -> bool:
         """False for plain fine-tuning (only tia/mlm/mpm on): the teacher's forward pass is skipped."""
-        return any((self.kd, self.hidden, self.attention, self.embedding))
+        return any((self.kd, self.rank, self.hidden, self.attention, self.embedding))
 
     @classmethod
     def parse(cls, text: str) -> LossWeights:
@@ -82,7 +84,9 @@ class DistillConfig:
     temperature: float = 2.0
     weights: LossWeights = field(default_factory=LossWeights)
     hard_ratio: float = 1.0  # share of the sampler's negatives from the same sub-category
-    extra_negatives: float = 0.5  # extra same-sub-category negatives per batch, as a share of batch_size
+    extra_negatives: float = 0.0  # extra same-sub-category negatives per batch, as a share of batch_size
+    lists: int = 2  # ranking lists per global batch (the rank term; their negatives are hard ones too)
+    list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     dropout: float | None = None  # the student's dropout; None keeps the teacher's
     mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
     mpm_prob: float = 0.1
@@ -161,9 +165,10 @@ class Distiller(nn.Module):
     """The student plus the learned projections (student width -> teacher width) for the
     hidden and embedding losses; one module, so DDP syncs both."""
 
-    def __init__(self, student: FashionBert, teacher_hidden: int, kept: torch.Tensor, weights: LossWeights, temperature: float):
+    def __init__(self, student: FashionBert, teacher_hidden: int, kept: torch.Tensor, weights: LossWeights, temperature: float,
+                 list_size: int = 0):
         super().__init__()
-        self.student, self.weights, self.temperature = student, weights, temperature
+        self.student, self.weights, self.temperature, self.list_size = student, weights, temperature, list_size
         cfg = student.config
         self.relation_heads = relation_heads(cfg.num_heads, teacher_hidden, cfg.hidden_size)
         self.proj = nn.ModuleList()
@@ -178,7 +183,8 @@ class Distiller(nn.Module):
     def lift(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.proj[i](x) if len(self.proj) else x
 
-    def forward(self, b: PretrainBatch, t: TeacherView | None) -> dict[str, torch.Tensor]:
+    def forward(self, b: PretrainBatch, t: TeacherView | None, lists: int = 0) -> dict[str, torch.Tensor]:
+        """Loss terms for one (shard of a) batch whose last rows are ``lists`` ranking lists."""
         w, s = self.weights, self.student
         rec = Recorder(s, list(range(s.config.num_layers)))
         try:
@@ -188,10 +194,13 @@ class Distiller(nn.Module):
         image = b.attention_mask.new_ones(b.input_ids.shape[0], s.config.image_tokens)
         keep = torch.cat([b.attention_mask, image], dim=1).float()
         terms: dict[str, torch.Tensor] = {}
+        pairs = len(out.logit) - lists * self.list_size
         if w.kd:
             terms["kd"] = tia_kd(out.logit, t.logit, self.temperature)
-        if w.tia:
-            terms["tia"] = nn.functional.binary_cross_entropy_with_logits(out.logit, b.labels.float())
+        if w.rank and lists:
+            terms["rank"] = list_kd(out.logit[pairs:].view(lists, -1), t.logit[pairs:].view(lists, -1), self.temperature)
+        if w.tia:  # on the 50/50 pairs (the lists are mostly negatives)
+            terms["tia"] = nn.functional.binary_cross_entropy_with_logits(out.logit[:pairs], b.labels[:pairs].float())
         if w.hidden:
             terms["hidden"] = sum(masked_mse(self.lift(i + 1, rec.hidden[i]), t.hidden[i], keep) for i in range(len(t.hidden))) / len(t.hidden)
         if w.attention:
@@ -231,9 +240,13 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, b: PretrainBatch) -> PretrainBatch:
-        """Rows rank, rank + world, ... of the global batch, on this process's device."""
-        rows = slice(self.rank, None, self.world)
+    def shard(self, b: PretrainBatch, lists: int = 0, list_size: int = 0) -> PretrainBatch:
+        """Pairs rank, rank + world, ... of the global batch, then its lists (the last
+        ``lists * list_size`` rows, list-major) rank, rank + world, ..., on this process's device."""
+        pairs = len(b.labels) - lists * list_size
+        mine = torch.arange(lists)[self.rank :: self.world]
+        rows = torch.cat([torch.arange(self.rank, pairs, self.world),
+                          (pairs + mine[:, None] * list_size + torch.arange(list_size)).flatten()])
         return PretrainBatch(*(getattr(b, f.name)[rows].to(self.device) for f in fields(b)))
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
@@ -290,6 +303,9 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
     check_features(teacher_ck, store, data, option="--data")
     if dc.batch_size % env.world:
         raise FbinferError(f"--batch-size {dc.batch_size}: must divide evenly over {env.world} processes")
+    lists = dc.lists if dc.weights.rank else 0
+    if lists % env.world:
+        raise FbinferError(f"--lists {dc.lists}: must divide evenly over {env.world} processes")
     tok = teacher_ck.tokenizer()
     sampler = PairSampler(data.train, dc.seed, dc.batch_size, hard_ratio=dc.hard_ratio)
     extra = round(dc.extra_negatives * dc.batch_size)
@@ -299,9 +315,12 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
     def global_batch(step: int) -> PretrainBatch:
         texts, images, labels = sampler.pairs(step)
         more_t, more_i = sampler.hard_negatives(step, extra)
-        labels = torch.cat([labels, torch.zeros(len(more_t), dtype=labels.dtype)])
+        list_t, list_i = sampler.ranking_lists(step, lists, dc.list_size)
+        truth = torch.zeros(lists, dc.list_size, dtype=labels.dtype)
+        truth[:, 0] = 1
+        labels = torch.cat([labels, torch.zeros(len(more_t), dtype=labels.dtype), truth.flatten()])
         gen = torch.Generator().manual_seed(dc.seed * 1_000_003 + step)
-        return make_batch(texts + more_t, images + more_i, labels, tok, store, gen, *masking)
+        return make_batch(texts + more_t + list_t, images + more_i + list_i, labels, tok, store, gen, *masking)
 
     state = None
     if resume:
@@ -321,7 +340,8 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         for m in student_ck.model.modules():
             if isinstance(m, nn.Dropout):
                 m.p = dc.dropout
-    distiller = Distiller(student_ck.model, teacher_ck.config.hidden_size, kept, dc.weights, dc.temperature).to(env.device)
+    distiller = Distiller(student_ck.model, teacher_ck.config.hidden_size, kept, dc.weights, dc.temperature,
+                          dc.list_size).to(env.device)
     teacher = teacher_ck.model.to(env.device).eval()
     model = nn.parallel.DistributedDataParallel(distiller, find_unused_parameters=True) if env.world > 1 else distiller
     total = dc.total_steps(sampler)
@@ -363,8 +383,8 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
     with tqdm(total=total, initial=step, desc=f"distill {student_ck.config.name}", unit="step", disable=not env.main) as bar, \
             (log.open("a") if env.main else open(os.devnull, "w")) as logf:
         while step < total:
-            b = env.shard(global_batch(step))
-            terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None)
+            b = env.shard(global_batch(step), lists, dc.list_size)
+            terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None, lists // env.world)
             optimizer_step(sum(getattr(dc.weights, k) * v for k, v in terms.items()), distiller.parameters(), opt, sched)
             step += 1
             last = env.mean({k: float(v.detach()) for k, v in terms.items()})

@@ -9,6 +9,7 @@ from rich.table import Table
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore, torch_threads
 from fbinfer.data.source import DataSource
+from fbinfer.evaluation.ceiling import rank1_ceiling
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.fileio import write_json
 from fbinfer.model.checkpoint import load_checkpoint
@@ -38,6 +39,11 @@ def run_eval(model_path: Path, data: DataSource, console: Console, json_out: Pat
     result["data"] = str(data.path)
     console.print(rank_table(f"Rank@K ({result['image_to_text']['queries']} queries per direction, "
                              f"{result['image_to_text']['candidates']} candidates each)", {model_path.name: result}))
+    ceiling = rank1_ceiling(data, queries)
+    if ceiling:
+        result["rank1_ceiling"] = ceiling
+        console.print(f"Rank@1 ceiling of this synthetic set (captions leave properties out): "
+                      f"i2t {ceiling['image_to_text']:.2f}, t2i {ceiling['text_to_image']:.2f}")
     if json_out:
         write_json(json_out, result)
         console.print(f"wrote {json_out}")

@@ -61,6 +61,24 @@ class PairSampler:
             texts.append(self.items[int(i)]), images.append(self.items[self.negative(int(i), rng, hard=True)])
         return texts, images
 
+    def ranking_lists(self, step: int, count: int, size: int) -> tuple[list[Item], list[Item]]:
+        """``count`` lists of ``size`` pairs, list-major: an item's image with its caption first and
+        ``size - 1`` captions of other products from its sub-category, or (half of the lists) its
+        caption with its image and other products' images; what a Rank@K query scores."""
+        rng = np.random.default_rng([self.seed, step, 3])
+        texts, images = [], []
+        for i in rng.choice(len(self.items), size=count, replace=len(self.items) < count):
+            i = int(i)
+            pid = self.items[i].product_id
+            pool = list({self.items[j].product_id: j for j in self.by_sub[self.items[i].subcategory]
+                         if self.items[j].product_id != pid}.values())  # one item per product
+            others = [pool[j] for j in rng.permutation(len(pool))[: size - 1]]
+            others += [self.negative(i, rng, hard=False) for _ in range(size - 1 - len(others))]  # small sub-category
+            ranked = [self.items[j] for j in [i] + others]
+            anchor = [self.items[i]] * size
+            texts, images = (texts + ranked, images + anchor) if rng.random() < 0.5 else (texts + anchor, images + ranked)
+        return texts, images
+
 
 def make_batch(texts: list[Item], images: list[Item], labels: torch.Tensor, tok: TextTokenizer, store: FeatureStore,
                gen: torch.Generator, mlm_prob: float = 0.15, mpm_prob: float = 0.1) -> PretrainBatch:
