@@ -75,6 +75,9 @@ def train_cmd(
     fixed_weights: Annotated[str, typer.Option(help="MLM,MPM,TIA weights for --loss-weighting fixed.")] = "1,1,1",
     tia_warmup_steps: Annotated[int, typer.Option(help="First steps: TIA only, random negatives, no masking, constant lr (a curriculum; see README).")] = 200,
     hard_ratio: Annotated[float, typer.Option(help="Share of negatives from the same sub-category after the warm-up.")] = 1.0,
+    lists: Annotated[int, typer.Option(help="Ranking lists per batch after the warm-up; TIA adds their softmax cross-entropy.")] = 0,
+    list_size: Annotated[int, typer.Option(help="Pairs per ranking list (the truth first).")] = 16,
+    start: Annotated[Path | None, typer.Option("--from", help="Fine-tune this FashionBERT checkpoint (its config and vocab; no alignment or TIA warm-up).")] = None,
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT.resume.")] = False,
@@ -96,12 +99,15 @@ def train_cmd(
     for name, v in (("--steps", steps), ("--epochs", epochs), ("--batch-size", batch_size)):
         if v is not None and v <= 0:
             raise FbinferError(f"{name}: must be positive, got {v}")
+    if lists < 0 or list_size < 2:
+        raise FbinferError(f"--lists {lists} --list-size {list_size}: need lists >= 0 and at least 2 pairs per list")
     cfg = preset(config, num_layers=layers, patch_input=patch_input, feature_layer=feature_layer)
     if init is not None:
         cfg = replace(cfg, init=None if init.lower() == "none" else init)
     tc = TrainConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, head_lr=head_lr,
                      weighting=loss_weighting, fixed_weights=weights, checkpoint_every=checkpoint_every, seed=seed,
-                     tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio)
+                     tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio, lists=lists, list_size=list_size,
+                     start=str(start) if start else None)
     result = train(load_data(data), cfg, tc, out, resume=resume)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
 

@@ -44,8 +44,8 @@ def test_ranking_lists_put_the_truth_first_among_its_subcategory(tiny_data):
 
     items = load_data(tiny_data).train
     sampler = PairSampler(items, seed=0, batch_size=8)
-    texts, images = sampler.ranking_lists(step=3, count=6, size=3)
-    assert len(texts) == len(images) == 18
+    texts, images, labels = sampler.ranking_lists(step=3, count=6, size=3)
+    assert len(texts) == len(images) == 18 and labels.tolist() == [1, 0, 0] * 6
     for g in range(6):
         t, m = texts[3 * g : 3 * g + 3], images[3 * g : 3 * g + 3]
         assert t[0].product_id == m[0].product_id  # the truth
@@ -55,7 +55,7 @@ def test_ranking_lists_put_the_truth_first_among_its_subcategory(tiny_data):
         same_sub = [x for x in items if x.subcategory == t[0].subcategory]
         if len({x.product_id for x in same_sub}) >= 3:
             assert all(x.subcategory == t[0].subcategory for x in others)
-    assert (texts, images) == sampler.ranking_lists(step=3, count=6, size=3)  # a pure function of (seed, step)
+    assert (texts, images) == sampler.ranking_lists(step=3, count=6, size=3)[:2]  # a pure function of (seed, step)
 
 
 def test_shard_splits_pairs_and_whole_lists():

@@ -60,6 +60,43 @@ def test_interrupted_training_resumes_exactly(tmp_path, tiny_data, monkeypatch):
         assert (x - y).abs().max() < 1e-5, k
 
 
+def test_fine_tune_from_a_checkpoint_with_ranking_lists(tmp_path, tiny_model, tiny_data):
+    out = tmp_path / "tuned.pt"
+    r = fbinfer("train", "--data", str(tiny_data), "-o", str(out), "--from", str(tiny_model), "--steps", "3",
+                "--batch-size", "8", "--lists", "2", "--list-size", "4")
+    assert r.returncode == 0, r.stderr
+    src, tuned = load_checkpoint(tiny_model), load_checkpoint(out)
+    assert tuned.config == src.config and tuned.vocab == src.vocab
+    assert {k: tuned.meta["train"][k] for k in ("lists", "list_size", "align_steps", "tia_warmup_steps")} == \
+        {"lists": 2, "list_size": 4, "align_steps": 0, "tia_warmup_steps": 0}
+    assert any((a - b).abs().max() > 0 for a, b in zip(src.model.state_dict().values(), tuned.model.state_dict().values()))
+    r = fbinfer("train", "--data", str(tiny_data), "-o", str(out), "--from", str(tiny_model), "--lists", "1", "--list-size", "1")
+    assert r.returncode == 1 and "--list-size 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tia_with_lists_adds_the_lists_cross_entropy(tiny_model, tiny_data):
+    import torch
+    import torch.nn.functional as F
+
+    from fbinfer.data.features import FeatureStore
+    from fbinfer.training.objectives import pretrain_losses
+    from fbinfer.training.pairs import PairSampler, make_batch
+
+    ck, data = load_checkpoint(tiny_model), load_data(tiny_data)
+    sampler = PairSampler(data.train, seed=0, batch_size=6)
+    texts, images, labels = sampler.pairs(0)
+    lt, li, ll = sampler.ranking_lists(0, count=2, size=5)
+    b = make_batch(texts + lt, images + li, torch.cat([labels, ll]), ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.train),
+                   torch.Generator().manual_seed(0), 0.0, 0.0)
+    model = ck.model.eval()
+    with torch.no_grad():
+        logit = model(b.input_ids, b.attention_mask, b.patches).logit
+        tia = pretrain_losses(model, b, lists=2, list_size=5)[0][2]
+    expected = F.binary_cross_entropy_with_logits(logit[:6], labels.float()) + F.cross_entropy(logit[6:].view(2, 5), torch.zeros(2, dtype=torch.long))
+    assert tia.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert pretrain_losses(model, b)[0][2].item() != pytest.approx(tia.item())  # without lists: BCE over every row
+
+
 def test_short_training_lowers_tia_loss(tmp_path, tiny_data):
     from fbinfer.model.config import preset
     from fbinfer.training.trainer import TrainConfig, train

@@ -315,10 +315,8 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
     def global_batch(step: int) -> PretrainBatch:
         texts, images, labels = sampler.pairs(step)
         more_t, more_i = sampler.hard_negatives(step, extra)
-        list_t, list_i = sampler.ranking_lists(step, lists, dc.list_size)
-        truth = torch.zeros(lists, dc.list_size, dtype=labels.dtype)
-        truth[:, 0] = 1
-        labels = torch.cat([labels, torch.zeros(len(more_t), dtype=labels.dtype), truth.flatten()])
+        list_t, list_i, list_labels = sampler.ranking_lists(step, lists, dc.list_size)
+        labels = torch.cat([labels, torch.zeros(len(more_t), dtype=labels.dtype), list_labels])
         gen = torch.Generator().manual_seed(dc.seed * 1_000_003 + step)
         return make_batch(texts + more_t + list_t, images + more_i + list_i, labels, tok, store, gen, *masking)
 

@@ -69,9 +69,18 @@ def masked_losses(model: FashionBert, seq: torch.Tensor, b: PretrainBatch) -> tu
     return mlm, mpm
 
 
-def pretrain_losses(model: FashionBert, b: PretrainBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """[MLM, MPM, TIA] losses and the encoder output they share (for gradient-norm weighting)."""
+def pretrain_losses(model: FashionBert, b: PretrainBatch, lists: int = 0, list_size: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """[MLM, MPM, TIA] losses and the encoder output they share (for gradient-norm weighting).
+
+    With ``lists``, the batch ends in that many ranking lists of ``list_size`` pairs, truth first
+    (``PairSampler.ranking_lists``): TIA is then the binary loss on the pairs plus the softmax
+    cross-entropy of each list's logits, the Rank@K task itself (one query among candidates of
+    its sub-category)."""
     out = model(b.input_ids, b.attention_mask, b.patches)
     mlm, mpm = masked_losses(model, out.sequence, b)
-    tia = F.binary_cross_entropy_with_logits(out.logit, b.labels.float())
+    pairs = len(out.logit) - lists * list_size
+    tia = F.binary_cross_entropy_with_logits(out.logit[:pairs], b.labels[:pairs].float())
+    if lists:
+        ranked = out.logit[pairs:].view(lists, list_size)
+        tia = tia + F.cross_entropy(ranked, torch.zeros(lists, dtype=torch.long, device=ranked.device))
     return [mlm, mpm, tia], out.sequence

@@ -61,10 +61,11 @@ class PairSampler:
             texts.append(self.items[int(i)]), images.append(self.items[self.negative(int(i), rng, hard=True)])
         return texts, images
 
-    def ranking_lists(self, step: int, count: int, size: int) -> tuple[list[Item], list[Item]]:
-        """``count`` lists of ``size`` pairs, list-major: an item's image with its caption first and
-        ``size - 1`` captions of other products from its sub-category, or (half of the lists) its
-        caption with its image and other products' images; what a Rank@K query scores."""
+    def ranking_lists(self, step: int, count: int, size: int) -> tuple[list[Item], list[Item], torch.Tensor]:
+        """``count`` lists of ``size`` pairs, list-major, with labels (1 for each list's first
+        pair): an item's image with its caption first and ``size - 1`` captions of other products
+        from its sub-category, or (half of the lists) its caption with its image and other
+        products' images; what a Rank@K query scores."""
         rng = np.random.default_rng([self.seed, step, 3])
         texts, images = [], []
         for i in rng.choice(len(self.items), size=count, replace=len(self.items) < count):
@@ -77,7 +78,9 @@ class PairSampler:
             ranked = [self.items[j] for j in [i] + others]
             anchor = [self.items[i]] * size
             texts, images = (texts + ranked, images + anchor) if rng.random() < 0.5 else (texts + anchor, images + ranked)
-        return texts, images
+        labels = torch.zeros(count, size, dtype=torch.long)
+        labels[:, 0] = 1
+        return texts, images, labels.flatten()
 
 
 def make_batch(texts: list[Item], images: list[Item], labels: torch.Tensor, tok: TextTokenizer, store: FeatureStore,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,6 +42,9 @@ class TrainConfig:
     align_batch_size: int = 128
     hard_ratio: float = 1.0  # share of negatives from the same sub-category (the rest: any other product)
     tia_warmup_steps: int = 200  # first steps: TIA only, random negatives, no masking, constant lr (see README)
+    lists: int = 0  # ranking lists per batch after the warm-up: TIA adds their softmax cross-entropy
+    list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
+    start: str | None = None  # a FashionBERT checkpoint to fine-tune (no projector alignment, no TIA warm-up)
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -120,12 +123,17 @@ def resume_path(out: Path) -> Path:
 def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool = False) -> TrainResult:
     torch_threads()
     state = None
+    if tc.start:  # the alignment and warm-up exist to start a fresh model
+        tc = replace(tc, align_steps=0, tia_warmup_steps=0)
     if resume:
         if not resume_path(out).is_file():
             raise FbinferError(f"--resume: no resume state at {resume_path(out)}")
         ck = load_checkpoint(resume_path(out), with_train_state=True)
         model, vocab, state = ck.model, ck.vocab, ck.train_state
         cfg = ck.config
+    elif tc.start:
+        ck = load_checkpoint(Path(tc.start))
+        model, vocab, cfg = ck.model, ck.vocab, ck.config
     else:
         model, vocab = new_model(cfg, tc.seed)
     store = FeatureStore(data, cfg).ensure(data.train + data.test)
@@ -155,9 +163,12 @@ def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, 
         while step < total:
             gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
             warming = step < tc.tia_warmup_steps
-            batch = make_batch(*(easy if warming else sampler).pairs(step), tok, store, gen,
+            lists = 0 if warming else tc.lists
+            texts, images, labels = (easy if warming else sampler).pairs(step)
+            list_t, list_i, list_labels = sampler.ranking_lists(step, lists, tc.list_size)
+            batch = make_batch(texts + list_t, images + list_i, torch.cat([labels, list_labels]), tok, store, gen,
                                0.0 if warming else tc.mlm_prob, 0.0 if warming else tc.mpm_prob)
-            losses, shared = pretrain_losses(model, batch)
+            losses, shared = pretrain_losses(model, batch, lists, tc.list_size)
             w = (tia_only if warming else weigher)(losses, shared)
             total_loss = sum(wi * li for wi, li in zip(w, losses))
             optimizer_step(total_loss, model.parameters(), opt, sched)
