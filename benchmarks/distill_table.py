@@ -42,9 +42,11 @@ def describe(path: Path) -> str:
     if "distill" not in meta:
         return "-"
     dc, w = meta["distill"], meta["distill"]["weights"]
-    terms = "+".join(k for k, v in w.items() if v)
-    lists = f", {dc['lists']} lists of {dc['list_size']} per step" if w.get("rank") and dc.get("lists") else ""
-    return f"{dc['steps']} steps, lr {dc['lr']:g}, starts as teacher layers {meta['init_layers']}, losses {terms}{lists}"
+    ranked = bool(w.get("rank") and dc.get("lists"))
+    terms = "+".join(k for k, v in w.items() if v and (k != "rank" or ranked))
+    extra = f", {dc['lists']} lists of {dc['list_size']} per step" if ranked else ""
+    extra += f", {dc['extra_negatives']:g} x batch extra negatives" if dc.get("extra_negatives") and w.get("kd") else ""
+    return f"{dc['steps']} steps, lr {dc['lr']:g}, starts as teacher layers {meta['init_layers']}, losses {terms}{extra}"
 
 
 def main() -> None:

@@ -171,7 +171,7 @@ def test_distillation_closes_the_logit_gap(tiny_model, tiny_data, tmp_path):
     before = tmp_path / "s0.pt"
     distill(tiny_model, data, spec, DistillConfig(steps=1, lr=1e-9, proj_lr=1e-9, weights=weights), before)
     after = tmp_path / "s.pt"
-    result = distill(tiny_model, data, spec, DistillConfig(steps=40, lr=2e-3, batch_size=16, weights=weights), after)
+    result = distill(tiny_model, data, spec, DistillConfig(steps=40, lr=2e-3, batch_size=16, weights=weights, lists=2, list_size=4), after)
     assert set(result.last) == {"kd", "rank", "hidden", "attention", "embedding"}
     gap0, gap1 = logit_gap(before, tiny_model, tiny_data), logit_gap(after, tiny_model, tiny_data)
     assert gap1 < 0.5 * gap0, (gap0, gap1)

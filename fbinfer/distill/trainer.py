@@ -84,8 +84,8 @@ class DistillConfig:
     temperature: float = 2.0
     weights: LossWeights = field(default_factory=LossWeights)
     hard_ratio: float = 1.0  # share of the sampler's negatives from the same sub-category
-    extra_negatives: float = 0.0  # extra same-sub-category negatives per batch, as a share of batch_size
-    lists: int = 2  # ranking lists per global batch (the rank term; their negatives are hard ones too)
+    extra_negatives: float = 0.5  # extra same-sub-category negatives per batch, as a share of batch_size
+    lists: int = 0  # ranking lists per global batch for the rank term (off: it measured worse, README)
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     dropout: float | None = None  # the student's dropout; None keeps the teacher's
     mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
