@@ -24,6 +24,12 @@ console = Console()
 DataOpt = Annotated[Path, typer.Option("--data", help="Data folder (train.jsonl, test.jsonl, images/) or a Fashion-Gen .h5 file.")]
 
 
+def _check_lists(lists: int, list_size: int) -> None:
+    """The ranking-list options of train and distill."""
+    if lists < 0 or list_size < 2:
+        raise FbinferError(f"--lists {lists} --list-size {list_size}: need lists >= 0 and at least 2 pairs per list")
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder to create.")],
@@ -99,8 +105,7 @@ def train_cmd(
     for name, v in (("--steps", steps), ("--epochs", epochs), ("--batch-size", batch_size)):
         if v is not None and v <= 0:
             raise FbinferError(f"{name}: must be positive, got {v}")
-    if lists < 0 or list_size < 2:
-        raise FbinferError(f"--lists {lists} --list-size {list_size}: need lists >= 0 and at least 2 pairs per list")
+    _check_lists(lists, list_size)
     cfg = preset(config, num_layers=layers, patch_input=patch_input, feature_layer=feature_layer)
     if init is not None:
         cfg = replace(cfg, init=None if init.lower() == "none" else init)
@@ -152,8 +157,7 @@ def distill_cmd(
             raise FbinferError(f"{name}: must be positive, got {v}")
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
-    if lists < 0 or list_size < 2:
-        raise FbinferError(f"--lists {lists} --list-size {list_size}: need lists >= 0 and at least 2 pairs per list")
+    _check_lists(lists, list_size)
     source = load_data(training_data(load_checkpoint(teacher), teacher, data))
     dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
                        weights=LossWeights.parse(weights), extra_negatives=extra_negatives, lists=lists, list_size=list_size, dropout=dropout,
