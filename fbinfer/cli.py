@@ -24,10 +24,12 @@ console = Console()
 DataOpt = Annotated[Path, typer.Option("--data", help="Data folder (train.jsonl, test.jsonl, images/) or a Fashion-Gen .h5 file.")]
 
 
-def _check_lists(lists: int, list_size: int) -> None:
-    """The ranking-list options of train and distill."""
+def _check_sampling(lists: int, list_size: int, hard_ratio: float) -> None:
+    """The pair-sampling options of train and distill."""
     if lists < 0 or list_size < 2:
         raise FbinferError(f"--lists {lists} --list-size {list_size}: need lists >= 0 and at least 2 pairs per list")
+    if not 0.0 <= hard_ratio <= 1.0:
+        raise FbinferError(f"--hard-ratio: a share between 0 and 1, got {hard_ratio}")
 
 
 @data_app.command("synth")
@@ -80,7 +82,7 @@ def train_cmd(
     loss_weighting: Annotated[str, typer.Option(help="grad (paper), loss (released code) or fixed.")] = "grad",
     fixed_weights: Annotated[str, typer.Option(help="MLM,MPM,TIA weights for --loss-weighting fixed.")] = "1,1,1",
     tia_warmup_steps: Annotated[int, typer.Option(help="First steps: TIA only, random negatives, no masking, constant lr (a curriculum; see README).")] = 200,
-    hard_ratio: Annotated[float, typer.Option(help="Share of negatives from the same sub-category after the warm-up.")] = 1.0,
+    hard_ratio: Annotated[float, typer.Option(help="Share of negatives from the same sub-category after the warm-up (the rest: any other product).")] = 0.5,
     lists: Annotated[int, typer.Option(help="Ranking lists per batch after the warm-up; TIA adds their softmax cross-entropy.")] = 0,
     list_size: Annotated[int, typer.Option(help="Pairs per ranking list (the truth first).")] = 16,
     start: Annotated[Path | None, typer.Option("--from", help="Fine-tune this FashionBERT checkpoint (its config and vocab; no alignment or TIA warm-up).")] = None,
@@ -105,7 +107,7 @@ def train_cmd(
     for name, v in (("--steps", steps), ("--epochs", epochs), ("--batch-size", batch_size)):
         if v is not None and v <= 0:
             raise FbinferError(f"{name}: must be positive, got {v}")
-    _check_lists(lists, list_size)
+    _check_sampling(lists, list_size, hard_ratio)
     cfg = preset(config, num_layers=layers, patch_input=patch_input, feature_layer=feature_layer)
     if init is not None:
         cfg = replace(cfg, init=None if init.lower() == "none" else init)
@@ -133,6 +135,7 @@ def distill_cmd(
     temperature: Annotated[float, typer.Option(help="Temperature of the TIA logit distillation.")] = 2.0,
     weights: Annotated[str, typer.Option(help="Loss weights, e.g. 'kd=1,rank=1,hidden=1,attention=1,embedding=1,tia=1,mlm=0,mpm=0' (unnamed terms keep these defaults).")] = "",
     extra_negatives: Annotated[float, typer.Option(help="Extra same-sub-category negatives per batch, as a share of the batch.")] = 0.5,
+    hard_ratio: Annotated[float, typer.Option(help="Share of the pairs' negatives from the same sub-category (the rest: any other product).")] = 0.5,
     lists: Annotated[int, typer.Option(help="Ranking lists per batch for the rank term (one anchor, candidates from its sub-category); 0 = off.")] = 0,
     list_size: Annotated[int, typer.Option(help="Pairs per ranking list (the truth first).")] = 16,
     dropout: Annotated[float | None, typer.Option(help="Student dropout (default: the teacher's).")] = None,
@@ -157,10 +160,10 @@ def distill_cmd(
             raise FbinferError(f"{name}: must be positive, got {v}")
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
-    _check_lists(lists, list_size)
+    _check_sampling(lists, list_size, hard_ratio)
     source = load_data(training_data(load_checkpoint(teacher), teacher, data))
     dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
-                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, lists=lists, list_size=list_size, dropout=dropout,
+                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists, list_size=list_size, dropout=dropout,
                        checkpoint_every=checkpoint_every, seed=seed)
     result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume)
     if os.environ.get("RANK", "0") != "0":

@@ -72,6 +72,8 @@ def test_fine_tune_from_a_checkpoint_with_ranking_lists(tmp_path, tiny_model, ti
     assert any((a - b).abs().max() > 0 for a, b in zip(src.model.state_dict().values(), tuned.model.state_dict().values()))
     r = fbinfer("train", "--data", str(tiny_data), "-o", str(out), "--from", str(tiny_model), "--lists", "1", "--list-size", "1")
     assert r.returncode == 1 and "--list-size 1" in r.stderr and "Traceback" not in r.stderr
+    r = fbinfer("train", "--data", str(tiny_data), "-o", str(out), "--from", str(tiny_model), "--hard-ratio", "1.5")
+    assert r.returncode == 1 and "--hard-ratio" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_tia_with_lists_adds_the_lists_cross_entropy(tiny_model, tiny_data):

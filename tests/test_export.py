@@ -118,6 +118,23 @@ def test_int8_qdq_follows_tensorrt_rules(bundle):
     assert all(q in names for q in m["quantization"]["quantized_nodes"])
 
 
+def test_cpu_int8_keeps_excluded_parts_float_and_quantizes_weights_per_channel(bundle):
+    g = manifest(bundle)["graphs"]["ort.int8"]
+    keep = g["candidates"][g["method"]]["float_nodes"]
+    assert g["excluded_groups"] == ["embeddings", "head", "layer:0"] and keep
+    model = onnx.load(str(bundle / g["file"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    assert len(keep) == 1 + 6 + 2  # patch projection, layer 0 (Q, K, V, attention out, FFN in, out), pooler + TIA
+    for name in keep:
+        assert inits[nodes[name].input[1]].dtype == np.float32, name
+    weights = {n: a for n, a in inits.items() if a.dtype == np.int8 and a.ndim == 2}
+    assert len(weights) == 6  # layer 1
+    for name, w in weights.items():
+        scale = inits[name.removesuffix("_quantized") + "_scale"]
+        assert scale.shape == (w.shape[1],), name  # one scale per output channel
+
+
 def test_fp16_graph_is_fp16_except_its_islands(bundle):
     g = manifest(bundle)["graphs"]["trt.fp16"]
     model = onnx.load(str(bundle / g["file"]))

@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
 
+from fbinfer.data.candidates import Query
+from fbinfer.data.records import Item
+from fbinfer.evaluation.evaluate import misses_by_kind
 from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k, ranks_of_truth
 
 
@@ -27,3 +30,16 @@ def test_auc_and_accuracy_hand_cases():
     assert auc(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == 0.5
     assert auc(np.array([2.0]), np.array([2.0])) == 0.5  # tie counts half
     assert accuracy(np.array([1.0, -1.0]), np.array([-2.0, 0.5])) == pytest.approx(50.0)
+
+
+def test_misses_by_kind_names_what_the_best_wrong_candidate_shares_with_the_truth():
+    items = [Item(f"i{k}.png", f"t{k}", cat, sub, f"p{k}") for k, (cat, sub) in
+             enumerate([("TOPS", "shirt"), ("TOPS", "shirt"), ("TOPS", "blouse"), ("BAGS", "tote")])]
+    queries = [Query(0, [0, 1, 2, 3])] * 4
+    scores = np.array([
+        [0.9, 0.1, 0.2, 0.3],  # hit
+        [0.1, 0.9, 0.2, 0.3],  # best wrong: same sub-category
+        [0.1, 0.2, 0.9, 0.3],  # same category, other sub-category
+        [0.5, 0.2, 0.3, 0.5],  # a tie with another category's candidate counts as a miss
+    ])
+    assert misses_by_kind(queries, items, scores) == {"same_subcategory": 1, "same_category": 1, "other_category": 1}

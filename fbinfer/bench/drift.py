@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fbinfer.data.candidates import DIRECTIONS
-
-SHORT = {"image_to_text": "i2t", "text_to_image": "t2i"}
+from fbinfer.data.candidates import DIRECTIONS, SHORT
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,6 +16,7 @@ from fbinfer.data.records import Item
 from fbinfer.errors import FbinferError
 
 DIRECTIONS = ("image_to_text", "text_to_image")
+SHORT = {"image_to_text": "i2t", "text_to_image": "t2i"}
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ class DistillConfig:
     weight_decay: float = 0.01
     temperature: float = 2.0
     weights: LossWeights = field(default_factory=LossWeights)
-    hard_ratio: float = 1.0  # share of the sampler's negatives from the same sub-category
+    hard_ratio: float = 0.5  # share of the pairs' negatives from the same sub-category (as training)
     extra_negatives: float = 0.5  # extra same-sub-category negatives per batch, as a share of batch_size
     lists: int = 0  # ranking lists per global batch for the rank term (off: it measured worse, README)
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category

@@ -11,17 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from fbinfer.data.candidates import DIRECTIONS
+from fbinfer.data.candidates import DIRECTIONS, Query
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
-from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k
+from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k, ranks_of_truth
 from fbinfer.export.io_spec import make_feeds
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.model.tokenizer import TextTokenizer
 from fbinfer.runtime.runners import Runner, TorchRunner
 
 Scorer = Callable[[list[Item], list[Item]], np.ndarray]
+MISS_KINDS = ("same_subcategory", "same_category", "other_category")
 
 
 @dataclass
@@ -67,13 +68,28 @@ def score_matrices(data: DataSource, scores: dict[tuple[int, int], float], queri
                          for q in data.candidates.direction(d, queries)]) for d in DIRECTIONS}
 
 
+def misses_by_kind(queries: list[Query], items: list[Item], scores: np.ndarray) -> dict[str, int]:
+    """Rank@1 misses, by how the best-scored wrong candidate relates to the truth: whether the
+    model confuses fine attributes (same sub-category) or something coarser."""
+    out = dict.fromkeys(MISS_KINDS, 0)
+    for q, row, rank in zip(queries, scores, ranks_of_truth(scores)):
+        if rank == 1:
+            continue
+        truth, wrong = items[q.truth], items[q.candidates[1 + int(row[1:].argmax())]]
+        same_sub, same_cat = wrong.subcategory == truth.subcategory, wrong.category == truth.category
+        out[MISS_KINDS[0] if same_sub else MISS_KINDS[1] if same_cat else MISS_KINDS[2]] += 1
+    return out
+
+
 def report(data: DataSource, scores: dict[tuple[int, int], float], queries: int | None = None) -> dict:
-    """The eval JSON: Rank@1/5/10 per direction (percent), TIA accuracy and AUC (matched vs. the
-    first same-sub-category negative of each query, so the two classes are balanced)."""
+    """The eval JSON: Rank@1/5/10 per direction (percent) with the misses by kind, TIA accuracy
+    and AUC (matched vs. the first same-sub-category negative of each query, so the two classes
+    are balanced)."""
     result: dict = {}
     pos, neg = [], []
     for d, mat in score_matrices(data, scores, queries).items():
-        result[d] = {**rank_at_k(mat), "queries": len(mat), "candidates": mat.shape[1]}
+        misses = misses_by_kind(data.candidates.direction(d, queries), data.test, mat)
+        result[d] = {**rank_at_k(mat), "queries": len(mat), "candidates": mat.shape[1], "misses": misses}
         pos.append(mat[:, 0])
         neg.append(mat[:, 1])
     p, n = np.concatenate(pos), np.concatenate(neg)

@@ -6,7 +6,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fbinfer.data.candidates import DIRECTIONS
+from fbinfer.data.candidates import DIRECTIONS, SHORT
 from fbinfer.data.features import FeatureStore, torch_threads
 from fbinfer.data.source import DataSource
 from fbinfer.evaluation.ceiling import rank1_ceiling
@@ -39,6 +39,8 @@ def run_eval(model_path: Path, data: DataSource, console: Console, json_out: Pat
     result["data"] = str(data.path)
     console.print(rank_table(f"Rank@K ({result['image_to_text']['queries']} queries per direction, "
                              f"{result['image_to_text']['candidates']} candidates each)", {model_path.name: result}))
+    console.print("Rank@1 misses by the best wrong candidate (same sub-category / same category / other category): "
+                  + "; ".join(f"{SHORT[d]} " + " / ".join(str(n) for n in result[d]["misses"].values()) for d in DIRECTIONS))
     ceiling = rank1_ceiling(data, queries)
     if ceiling:
         result["rank1_ceiling"] = ceiling

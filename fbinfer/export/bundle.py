@@ -231,18 +231,20 @@ def _tensorrt_int8(fp32: onnx.ModelProto, calib: list[dict[str, np.ndarray]], da
 def _onnxruntime_int8(tmp: Path, calib: list[dict[str, np.ndarray]], ec: ExportConfig, parity: ParitySet, verify) -> None:
     """Both CPU INT8 candidates, timed on one parity batch; the chosen one is ort.int8.onnx."""
     paths = {"dynamic": tmp / "ort.int8.dynamic.onnx", "qdq": tmp / "ort.int8.qdq.onnx"}
-    cpu_int8.quantize_dynamic_int8(tmp / "ort.fp32.onnx", paths["dynamic"])
-    cpu_int8.quantize_qdq_u8s8(tmp / "trt.fp32.onnx", paths["qdq"], calib, ec.calibration.method)
+    exclude = ec.calibration.exclude
+    kept = {"dynamic": cpu_int8.quantize_dynamic_int8(tmp / "ort.fp32.onnx", paths["dynamic"], exclude),
+            "qdq": cpu_int8.quantize_qdq_u8s8(tmp / "trt.fp32.onnx", paths["qdq"], calib, ec.calibration.method, exclude)}
     candidates = {}
     for kind, path in paths.items():
         entry = verify(f"ort.int8.{kind}", path, "onnxruntime", "int8", record=False)
         candidates[kind] = {"parity": entry["parity"], "latency_ms": cpu_int8.median_latency_ms(path, parity.batches[0]),
-                            "batch": int(parity.batches[0]["input_ids"].shape[0])}
+                            "batch": int(parity.batches[0]["input_ids"].shape[0]), "float_nodes": kept[kind]}
     chosen = cpu_int8.choose(candidates, ec.cpu_int8)
     fp32_ms = cpu_int8.median_latency_ms(tmp / "ort.fp32.onnx", parity.batches[0])
     shutil.move(paths[chosen], tmp / "ort.int8.onnx")
     entry = verify("ort.int8", tmp / "ort.int8.onnx", "onnxruntime", "int8", method=chosen, candidates=candidates,
-                   fp32_latency_ms=fp32_ms)
+                   fp32_latency_ms=fp32_ms, excluded_groups=list(exclude),
+                   scheme="int8 weights per output channel; uint8 activations per tensor")
     entry["choice"] = f"{chosen}: faster at equal drift" if ec.cpu_int8 == "auto" else f"{chosen}: --cpu-int8"
     for path in paths.values():
         path.unlink(missing_ok=True)

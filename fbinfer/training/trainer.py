@@ -40,7 +40,9 @@ class TrainConfig:
     mpm_prob: float = 0.1
     align_steps: int = 300  # projector alignment warm-up (training/align.py), batch align_batch_size
     align_batch_size: int = 128
-    hard_ratio: float = 1.0  # share of negatives from the same sub-category (the rest: any other product)
+    # share of negatives from the same sub-category, the rest from any other product: with 1.0 the
+    # teacher never learnt to reject another category's caption (README, "Training")
+    hard_ratio: float = 0.5
     tia_warmup_steps: int = 200  # first steps: TIA only, random negatives, no masking, constant lr (see README)
     lists: int = 0  # ranking lists per batch after the warm-up: TIA adds their softmax cross-entropy
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
