@@ -4,7 +4,7 @@
 # MODEL defaults to the default teacher (README "Training"); more models (e.g. a distilled
 # student) can follow it in EXTRA and are benched side by side in the same run.
 set -euo pipefail
-MODEL=${1:-runs/teacher6/model.pt}
+MODEL=${1:-runs/teacher7/model.pt}
 DATA=${2:-runs/data}
 OUT=${3:-benchmarks/results/bench_cpu}
 QUERIES=${4:-50}
