@@ -214,6 +214,7 @@ def export_cmd(
     calib_batch_size: Annotated[int, typer.Option()] = 32,
     int8_exclude: Annotated[str, typer.Option(help="Parts kept out of INT8: embeddings, head, layer:N (comma list; '' for none).")] = "embeddings,head,layer:0",
     cpu_int8: Annotated[str, typer.Option(help="ONNX Runtime CPU INT8: auto (faster at equal drift), dynamic or qdq.")] = "auto",
+    int8_smooth: Annotated[float, typer.Option(help="CPU INT8: SmoothQuant migration strength alpha in [0, 1]; 0 turns it off.")] = 0.75,
     parity_queries: Annotated[int, typer.Option(help="Queries per direction (101 candidates each) for the parity check.")] = 8,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty bundle folder.")] = False,
 ) -> None:
@@ -229,7 +230,8 @@ def export_cmd(
     data = training_data(load_checkpoint(model), model, data)
     cc = CalibrationConfig(method=calib_method, batches=calib_batches, batch_size=calib_batch_size, exclude=_csv(int8_exclude))
     ec = ExportConfig(precisions=_csv(precision), targets=_csv(targets), attention=attention, max_batch=max_batch,
-                      fp32_ops=_csv(fp16_fp32_ops), calibration=cc, cpu_int8=cpu_int8, parity_queries=parity_queries)
+                      fp32_ops=_csv(fp16_fp32_ops), calibration=cc, cpu_int8=cpu_int8, smooth_alpha=int8_smooth,
+                      parity_queries=parity_queries)
     out = out or default_bundle_dir(model)
     manifest = export_bundle(model, load_data(data), out, ec, force=force)
     console.print(bundle_table(manifest))

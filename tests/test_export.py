@@ -135,6 +135,59 @@ def test_cpu_int8_keeps_excluded_parts_float_and_quantizes_weights_per_channel(b
         assert scale.shape == (w.shape[1],), name  # one scale per output channel
 
 
+def test_cpu_int8_is_smoothed(bundle):
+    g = manifest(bundle)["graphs"]["ort.int8"]
+    # layer 1 (the only quantized one): the inputs of Q/K/V (shared), attention out, FFN in and FFN out
+    assert g["smoothing"] == {"alpha": 0.75, "scaled_activations": 4} and "SmoothQuant" in g["scheme"]
+    muls = [n for n in onnx.load(str(bundle / g["file"])).graph.node if n.name.endswith("_smooth")]
+    assert len(muls) == 4
+
+
+def _two_matmuls(x_scale: np.ndarray, seed: int = 0) -> onnx.ModelProto:
+    """Y1 = X @ W1 and Y2 = X @ W2 (as Q and K share their input), weights of mixed magnitude."""
+    from onnx import TensorProto, helper
+
+    g = np.random.default_rng(seed)
+    w1, w2 = (g.standard_normal((x_scale.size, 8)).astype(np.float32) for _ in range(2))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["y1"], name="q"), helper.make_node("MatMul", ["x", "w2"], ["y2"], name="k")],
+        "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, x_scale.size])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [None, 8]) for y in ("y1", "y2")],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_smoothing_keeps_the_float_product_and_cuts_int8_error(tmp_path):
+    """One outlier channel (x60) ruins X's per-tensor INT8 scale; smoothing moves it into the weights:
+    the float graph computes the same, one Mul feeds both MatMuls, and dynamic INT8 error drops."""
+    import onnxruntime as ort
+
+    from fbinfer.export.cpu_int8 import quantize_dynamic_int8, smooth
+
+    x_scale = np.ones(32, np.float32)
+    x_scale[5] = 60.0
+    g = np.random.default_rng(1)
+    feeds = [{"x": (g.standard_normal((64, 32)) * x_scale).astype(np.float32)} for _ in range(4)]
+    test = {"x": (g.standard_normal((256, 32)) * x_scale).astype(np.float32)}
+    model = _two_matmuls(x_scale)
+    smoothed, n = smooth(model, feeds, exclude=(), alpha=0.75)
+    assert n == 1 and sum(x.op_type == "Mul" for x in smoothed.graph.node) == 1
+
+    def run(m: onnx.ModelProto | Path) -> list[np.ndarray]:
+        src = str(m) if isinstance(m, Path) else m.SerializeToString()
+        return ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, test)
+
+    ref = run(model)
+    for a, b in zip(ref, run(smoothed)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    errors = []
+    for name, m in (("plain", model), ("smoothed", smoothed)):
+        onnx.save(m, str(tmp_path / f"{name}.onnx"))
+        quantize_dynamic_int8(tmp_path / f"{name}.onnx", tmp_path / f"{name}.int8.onnx", exclude=())
+        errors.append(np.mean([np.abs(a - b).mean() for a, b in zip(ref, run(tmp_path / f"{name}.int8.onnx"))]))
+    assert errors[1] < errors[0] / 3, errors
+
+
 def test_fp16_graph_is_fp16_except_its_islands(bundle):
     g = manifest(bundle)["graphs"]["trt.fp16"]
     model = onnx.load(str(bundle / g["file"]))
@@ -184,6 +237,7 @@ def test_export_errors_are_one_line(tmp_path, tiny_model, tiny_data, bundle):
          "calibration data too small"),
         (["export", str(tiny_model), "--data", str(tiny_data), "-o", str(tmp_path / "c"), "--precision", "fp8"], "unknown precision"),
         (["export", str(tiny_model), "--data", str(tiny_data), "-o", str(tmp_path / "d"), "--int8-exclude", "layers"], "unknown group"),
+        (["export", str(tiny_model), "--data", str(tiny_data), "-o", str(tmp_path / "e"), "--int8-smooth", "1.5"], "--int8-smooth must be in [0, 1]"),
     ]
     for args, message in cases:
         r = run_cli(*args)

@@ -54,6 +54,7 @@ class ExportConfig:
     fp32_head: bool = True  # pooler + TIA logit in FP32
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cpu_int8: str = "auto"
+    smooth_alpha: float = 0.75  # SmoothQuant migration strength for CPU INT8, 0 = off (README, "CPU INT8")
     parity_queries: int = 8  # per direction, each with 101 candidates
     fp32_tolerance: float = 1e-4
 
@@ -66,6 +67,8 @@ class ExportConfig:
                 raise FbinferError(f"--targets: unknown target {t!r} (choose from {', '.join(TARGETS)})")
         if self.cpu_int8 not in cpu_int8.CPU_INT8_KINDS:
             raise FbinferError(f"--cpu-int8 must be one of {', '.join(cpu_int8.CPU_INT8_KINDS)}, not {self.cpu_int8!r}")
+        if not 0 <= self.smooth_alpha <= 1:
+            raise FbinferError(f"--int8-smooth must be in [0, 1] (0 = off), not {self.smooth_alpha}")
         if self.max_batch < 1:
             raise FbinferError(f"--max-batch must be >= 1, not {self.max_batch}")
         self.calibration.validate()
@@ -231,9 +234,15 @@ def _tensorrt_int8(fp32: onnx.ModelProto, calib: list[dict[str, np.ndarray]], da
 def _onnxruntime_int8(tmp: Path, calib: list[dict[str, np.ndarray]], ec: ExportConfig, parity: ParitySet, verify) -> None:
     """Both CPU INT8 candidates, timed on one parity batch; the chosen one is ort.int8.onnx."""
     paths = {"dynamic": tmp / "ort.int8.dynamic.onnx", "qdq": tmp / "ort.int8.qdq.onnx"}
-    exclude = ec.calibration.exclude
-    kept = {"dynamic": cpu_int8.quantize_dynamic_int8(tmp / "ort.fp32.onnx", paths["dynamic"], exclude),
-            "qdq": cpu_int8.quantize_qdq_u8s8(tmp / "trt.fp32.onnx", paths["qdq"], calib, ec.calibration.method, exclude)}
+    sources = {"dynamic": tmp / "ort.fp32.onnx", "qdq": tmp / "trt.fp32.onnx"}
+    exclude, scaled = ec.calibration.exclude, dict.fromkeys(paths, 0)
+    if ec.smooth_alpha:
+        for kind, src in sources.items():
+            graph, scaled[kind] = cpu_int8.smooth(onnx.load(str(src)), calib, exclude, ec.smooth_alpha)
+            sources[kind] = tmp / f"ort.int8.{kind}.smoothed.onnx"
+            onnx.save(graph, str(sources[kind]))
+    kept = {"dynamic": cpu_int8.quantize_dynamic_int8(sources["dynamic"], paths["dynamic"], exclude),
+            "qdq": cpu_int8.quantize_qdq_u8s8(sources["qdq"], paths["qdq"], calib, ec.calibration.method, exclude)}
     candidates = {}
     for kind, path in paths.items():
         entry = verify(f"ort.int8.{kind}", path, "onnxruntime", "int8", record=False)
@@ -244,7 +253,9 @@ def _onnxruntime_int8(tmp: Path, calib: list[dict[str, np.ndarray]], ec: ExportC
     shutil.move(paths[chosen], tmp / "ort.int8.onnx")
     entry = verify("ort.int8", tmp / "ort.int8.onnx", "onnxruntime", "int8", method=chosen, candidates=candidates,
                    fp32_latency_ms=fp32_ms, excluded_groups=list(exclude),
-                   scheme="int8 weights per output channel; uint8 activations per tensor")
+                   smoothing={"alpha": ec.smooth_alpha, "scaled_activations": scaled[chosen]},
+                   scheme="int8 weights per output channel; uint8 activations per tensor"
+                          + (", outlier channels moved into the weights (SmoothQuant)" if scaled[chosen] else ""))
     entry["choice"] = f"{chosen}: faster at equal drift" if ec.cpu_int8 == "auto" else f"{chosen}: --cpu-int8"
-    for path in paths.values():
+    for path in [*paths.values(), *(sources.values() if ec.smooth_alpha else ())]:
         path.unlink(missing_ok=True)

@@ -109,7 +109,7 @@ def calibrate(model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], te
     feeds = list(feeds)
     if not feeds:
         raise FbinferError("INT8 calibration: no calibration batches (calibration data too small)")
-    session = _probe_session(model, tensors)
+    session = probe_session(model, tensors)
     amax = {t: 0.0 for t in tensors}
     for feed in tqdm(feeds, desc="calibrate: ranges", unit="batch"):
         for t, x in zip(tensors, session.run(tensors, feed)):
@@ -127,7 +127,7 @@ def calibrate(model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], te
     return ranges
 
 
-def _probe_session(model: onnx.ModelProto, tensors: list[str]):
+def probe_session(model: onnx.ModelProto, tensors: list[str]):
     """An ORT session on a copy of the graph whose outputs include the tensors to calibrate."""
     import onnxruntime as ort
 
