@@ -46,6 +46,7 @@ def describe(path: Path) -> str:
     terms = "+".join(k for k, v in w.items() if v and (k != "rank" or ranked))
     extra = f", {dc['lists']} lists of {dc['list_size']} per step" if ranked else ""
     extra += f", {dc['extra_negatives']:g} x batch extra negatives" if dc.get("extra_negatives") and w.get("kd") else ""
+    extra += f", hard ratio {dc['hard_ratio']:g}" if "hard_ratio" in dc else ""
     return f"{dc['steps']} steps, lr {dc['lr']:g}, starts as teacher layers {meta['init_layers']}, losses {terms}{extra}"
 
 
