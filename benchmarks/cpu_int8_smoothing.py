@@ -25,14 +25,12 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from fbinfer.data.features import FeatureStore, torch_threads
-from fbinfer.data.source import load_data
+from fbinfer.data.features import torch_threads
 from fbinfer.export import cpu_int8
 from fbinfer.export.bundle import calibration_feeds, versions
 from fbinfer.export.int8 import CalibrationConfig
-from fbinfer.export.parity import ParitySet, compare
+from fbinfer.export.parity import compare, held_out
 from fbinfer.fileio import write_json
-from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.runtime.runners import OnnxRuntimeRunner
 
 EXCLUSIONS = {"embeddings+head+layer:0": ("embeddings", "head", "layer:0"), "embeddings+head": ("embeddings", "head")}
@@ -64,10 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu_int8_smoothing.json"))
     args = ap.parse_args()
     torch_threads()
-    ck = load_checkpoint(args.model)
-    data = load_data(args.data)
-    store = FeatureStore(data, ck.config).ensure(data.train + data.test)
-    parity = ParitySet.from_data(data, store, ck.tokenizer(), args.queries)
+    ck, data, store, parity = held_out(args.model, args.data, args.queries)
     calib = calibration_feeds(ck, data, store, CalibrationConfig())
     fused = args.bundle / "ort.fp32.onnx"
     reference = parity.logits(OnnxRuntimeRunner(fused), "fused fp32")

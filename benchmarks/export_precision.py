@@ -22,13 +22,11 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
-from fbinfer.data.features import FeatureStore, torch_threads
-from fbinfer.data.source import load_data
+from fbinfer.data.features import torch_threads
 from fbinfer.export.bundle import calibration_feeds, versions
 from fbinfer.export.graphs import export_fp32, to_fp16
 from fbinfer.export.int8 import CalibrationConfig, calibrate, insert_qdq, weight_ops
-from fbinfer.export.parity import ParitySet, compare
-from fbinfer.model.checkpoint import load_checkpoint
+from fbinfer.export.parity import compare, held_out
 from fbinfer.runtime.runners import OnnxRuntimeRunner, TorchRunner
 
 FP16_POLICIES = {
@@ -59,10 +57,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     torch_threads()
-    ck = load_checkpoint(args.model)
-    data = load_data(args.data)
-    store = FeatureStore(data, ck.config).ensure(data.train + data.test)
-    parity = ParitySet.from_data(data, store, ck.tokenizer(), args.queries)
+    ck, data, store, parity = held_out(args.model, args.data, args.queries)
     reference = parity.logits(TorchRunner(ck.model), "pytorch")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:

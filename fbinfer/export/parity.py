@@ -6,14 +6,16 @@ top-1 candidate as PyTorch (Rank@1 agreement)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore
-from fbinfer.data.source import DataSource
+from fbinfer.data.source import DataSource, load_data
 from fbinfer.export.io_spec import make_feeds
+from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
 from fbinfer.runtime.runners import Runner
 
 
@@ -41,6 +43,14 @@ class ParitySet:
     def logits(self, runner: Runner, desc: str) -> np.ndarray:
         with runner:
             return np.concatenate([runner.infer(f)["logit"] for f in tqdm(self.batches, desc=desc, unit="batch", leave=False)])
+
+
+def held_out(model: Path, data_path: Path, queries: int) -> tuple[Checkpoint, DataSource, FeatureStore, ParitySet]:
+    """A checkpoint, its data with every feature cached, and the parity pairs of ``queries`` per
+    direction: what the precision experiments in benchmarks/ start from."""
+    ck, data = load_checkpoint(model), load_data(data_path)
+    store = FeatureStore(data, ck.config).ensure(data.train + data.test)
+    return ck, data, store, ParitySet.from_data(data, store, ck.tokenizer(), queries)
 
 
 def compare(reference: np.ndarray, other: np.ndarray, queries: list[slice]) -> dict[str, float]:
