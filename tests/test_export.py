@@ -144,7 +144,7 @@ def test_cpu_int8_is_smoothed(bundle):
 
 
 def _two_matmuls(x_scale: np.ndarray, seed: int = 0) -> onnx.ModelProto:
-    """Y1 = X @ W1 and Y2 = X @ W2 (as Q and K share their input), weights of mixed magnitude."""
+    """Y1 = X @ W1 and Y2 = X @ W2 (as Q and K share their input), random weights."""
     from onnx import TensorProto, helper
 
     g = np.random.default_rng(seed)

@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 from tqdm import tqdm
 
-from fbinfer.export.int8 import probe_session, weight_ops
+from fbinfer.export.int8 import WeightOp, probe_session, weight_ops
 from fbinfer.runtime.runners import OnnxRuntimeRunner
 
 METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -53,7 +53,7 @@ def smooth(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], exclude: 
     spends its range on a few channels. Returns the new graph and the number of Muls added."""
     matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}  # Gemm (the head) has no row-scalable input
     ops = [o for o in weight_ops(model) if o.group not in exclude and o.node in matmuls]
-    readers: dict[str, list] = {}
+    readers: dict[str, list[WeightOp]] = {}
     for o in ops:
         readers.setdefault(o.activation, []).append(o)
     session = probe_session(model, list(readers))
