@@ -143,15 +143,15 @@ def test_cpu_int8_is_smoothed(bundle):
     assert len(muls) == 4
 
 
-def _two_matmuls(x_scale: np.ndarray, seed: int = 0) -> onnx.ModelProto:
+def _two_matmuls(channels: int, seed: int = 0) -> onnx.ModelProto:
     """Y1 = X @ W1 and Y2 = X @ W2 (as Q and K share their input), random weights."""
     from onnx import TensorProto, helper
 
     g = np.random.default_rng(seed)
-    w1, w2 = (g.standard_normal((x_scale.size, 8)).astype(np.float32) for _ in range(2))
+    w1, w2 = (g.standard_normal((channels, 8)).astype(np.float32) for _ in range(2))
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w1"], ["y1"], name="q"), helper.make_node("MatMul", ["x", "w2"], ["y2"], name="k")],
-        "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, x_scale.size])],
+        "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, channels])],
         [helper.make_tensor_value_info(y, TensorProto.FLOAT, [None, 8]) for y in ("y1", "y2")],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
@@ -169,7 +169,7 @@ def test_smoothing_keeps_the_float_product_and_cuts_int8_error(tmp_path):
     g = np.random.default_rng(1)
     feeds = [{"x": (g.standard_normal((64, 32)) * x_scale).astype(np.float32)} for _ in range(4)]
     test = {"x": (g.standard_normal((256, 32)) * x_scale).astype(np.float32)}
-    model = _two_matmuls(x_scale)
+    model = _two_matmuls(x_scale.size)
     smoothed, n = smooth(model, feeds, exclude=(), alpha=0.75)
     assert n == 1 and sum(x.op_type == "Mul" for x in smoothed.graph.node) == 1
 

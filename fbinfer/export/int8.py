@@ -128,7 +128,8 @@ def calibrate(model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], te
 
 
 def probe_session(model: onnx.ModelProto, tensors: list[str]):
-    """An ORT session on a copy of the graph whose outputs include the tensors to calibrate."""
+    """An ORT session on a copy of the graph whose outputs include ``tensors`` (for calibration
+    ranges and smoothing statistics)."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
