@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import onnx
 import torch
 from rich.console import Console
 from rich.table import Table
-from tqdm import tqdm
 
+from fbinfer.bench.measure import median_ms_in_turns
 from fbinfer.data.features import torch_threads
 from fbinfer.export import cpu_int8
 from fbinfer.export.bundle import calibration_feeds, versions
@@ -34,21 +32,6 @@ from fbinfer.fileio import write_json
 from fbinfer.runtime.runners import OnnxRuntimeRunner
 
 EXCLUSIONS = {"embeddings+head+layer:0": ("embeddings", "head", "layer:0"), "embeddings+head": ("embeddings", "head")}
-
-
-def interleaved_latency_ms(graphs: list[Path], feed: dict, rounds: int) -> list[float]:
-    """Median latency of each graph on one batch, the graphs taking turns in every round, so that
-    the shared machine's slow spells fall on all of them alike."""
-    runners = [OnnxRuntimeRunner(g).activate() for g in graphs]
-    for r in runners:
-        r.infer(feed)  # warm-up
-    times: list[list[float]] = [[] for _ in graphs]
-    for _ in tqdm(range(rounds), desc="timing, graphs in turn", unit="round"):
-        for r, t in zip(runners, times):
-            start = time.perf_counter()
-            r.infer(feed)
-            t.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -78,7 +61,9 @@ def main() -> None:
                 drift = compare(reference, parity.logits(OnnxRuntimeRunner(out), f"alpha {alpha}, {excluded}"), parity.queries)
                 rows.append({"excluded": excluded, "alpha": alpha, **drift})
                 graphs.append(out)
-        fp32_ms, *int8_ms = interleaved_latency_ms(graphs, parity.batches[0], args.rounds)
+        feed = parity.batches[0]
+        runners = [OnnxRuntimeRunner(g).activate() for g in graphs]
+        fp32_ms, *int8_ms = median_ms_in_turns([lambda r=r: r.infer(feed) for r in runners], args.rounds, "timing, graphs in turn")
     for r, ms in zip(rows, int8_ms):
         r.update(latency_ms=ms, speedup_vs_fp32=fp32_ms / ms)
     table = Table(title=f"CPU INT8 (dynamic, per-channel) vs fused FP32: {args.queries} queries per direction")

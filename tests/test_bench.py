@@ -2,6 +2,7 @@
 end-to-end run, the report files, and one-line errors."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,7 @@ from helpers import run_cli
 
 from fbinfer.bench.drift import drift, spearman
 from fbinfer.bench.flops import flops_per_pair
+from fbinfer.bench.measure import median_ms_in_turns
 from fbinfer.bench.run import BenchConfig, bench
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.metrics import rank_at_k
@@ -25,6 +27,13 @@ def test_flops_against_a_hand_count():
             + 64 * 64 + 64)  # pooler, TIA
     assert flops_per_pair(cfg, 10) == 2 * hand == 11_688_320
     assert flops_per_pair(replace(cfg, num_layers=2), 10) - flops_per_pair(cfg, 10) == 2 * (4 * seq * 64 * 64 + 2 * seq * seq * 64 + 2 * seq * 64 * 128)
+
+
+def test_timing_in_turns_calls_each_contender_once_per_round():
+    calls: list[str] = []
+    medians = median_ms_in_turns([lambda: calls.append("a"), lambda: (calls.append("b"), time.sleep(0.01))], rounds=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then 3 in turns
+    assert len(medians) == 2 and medians[1] >= 10 > medians[0]
 
 
 def test_spearman_by_hand():

@@ -222,7 +222,8 @@ def test_distill_cli_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
                 "--batch-size", "8", "--resume", "--no-compare")
     assert r.returncode == 0, r.stderr[-2000:]
     assert [x["step"] for x in losses_of(tmp_path / "student.distill.jsonl")] == [2, 4]
-    assert load_checkpoint(out).meta["steps"] == 4
+    meta = load_checkpoint(out).meta
+    assert meta["steps"] == 4 and meta["resumed"] == [{"at_step": 2, "changed": {"steps": [2, 4]}}]
 
 
 def test_distill_errors_are_one_line(tiny_model, tiny_data, tmp_path):

@@ -2,11 +2,14 @@
 (one large matmul in the same precision, measured in the same run)."""
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fbinfer.runtime.runners import Runner
 
@@ -37,6 +40,21 @@ def time_runner(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 3, m
         times.append(time.perf_counter() - t)
     ms = np.array(times) * 1e3
     return Timing(batch * len(times) / sum(times), *np.percentile(ms, [50, 95, 99]).tolist(), len(times))
+
+
+def median_ms_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc: str = "timing, in turns") -> list[float]:
+    """Median milliseconds of each call, the calls taking turns in every round (after one warm-up
+    round), so that a shared machine's slow spells fall on all of them alike: for ratios between
+    backends, where timing each alone was seen to drift by 20 % between identical graphs."""
+    for call in calls:
+        call()
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in tqdm(range(rounds), desc=desc, unit="round"):
+        for call, t in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            t.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
 
 
 def peak_flops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 20, device: str = "cpu") -> float:

@@ -283,6 +283,15 @@ def check_vocab(teacher: Checkpoint, data: DataSource) -> None:
                            f"({len(tok.vocab)} tokens); the data does not match the teacher")
 
 
+def resume_history(previous: dict, step: int, settings: dict) -> list[dict]:
+    """The checkpoint's resume history plus this resume: at which step, and which settings it
+    changed (``[before, now]``; e.g. a longer ``steps`` re-shapes the rest of the lr schedule), so
+    that ``distill`` in the meta is not mistaken for the whole run's settings."""
+    before = previous.get("distill", {})
+    changed = {k: [before.get(k), v] for k, v in settings.items() if before.get(k) != v}
+    return [*previous.get("resumed", []), {"at_step": step, "changed": changed}]
+
+
 def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
             resume: bool = False) -> DistillResult:
     env = Dist.start()
@@ -355,9 +364,11 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         sched.load_state_dict(state["scheduler"])
         step, elapsed = int(state["step"]), float(state["seconds"])
         torch.set_rng_state(state["torch_rng"][env.rank % len(state["torch_rng"])])
+    settings = {**asdict(dc), "weights": asdict(dc.weights)}
     meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(),
             "init_layers": init_map, "layer_map": lmap,
-            "student": asdict(spec), "distill": {**asdict(dc), "weights": asdict(dc.weights)}, "world_size": env.world}
+            "student": asdict(spec), "distill": settings, "world_size": env.world,
+            "resumed": resume_history(student_ck.meta, step, settings) if state else []}
     log = out.with_name(out.stem + ".distill.jsonl")
     if env.main:
         log.parent.mkdir(parents=True, exist_ok=True)
