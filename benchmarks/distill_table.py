@@ -47,6 +47,9 @@ def describe(path: Path) -> str:
     extra = f", {dc['lists']} lists of {dc['list_size']} per step" if ranked else ""
     extra += f", {dc['extra_negatives']:g} x batch extra negatives" if dc.get("extra_negatives") and w.get("kd") else ""
     extra += f", hard ratio {dc['hard_ratio']:g}" if "hard_ratio" in dc else ""
+    for r in meta.get("resumed", []):
+        changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in r["changed"].items())
+        extra += f", resumed at step {r['at_step']}" + (f" ({changes})" if changes else "")
     return f"{dc['steps']} steps, lr {dc['lr']:g}, starts as teacher layers {meta['init_layers']}, losses {terms}{extra}"
 
 
