@@ -141,7 +141,8 @@ def distill_cmd(
     dropout: Annotated[float | None, typer.Option(help="Student dropout (default: the teacher's).")] = None,
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT.resume.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT.resume (with a larger --steps: extend a finished run; "
+                                               "the checkpoint's meta records what a resume changed).")] = False,
     compare: Annotated[bool, typer.Option(help="Finish with the teacher vs student table (Rank@K, parameters, pairs/s).")] = True,
     queries: Annotated[int | None, typer.Option(help="Eval queries per direction for the table (default: all, as fbinfer eval).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
