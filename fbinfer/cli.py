@@ -215,7 +215,7 @@ def export_cmd(
     calib_batch_size: Annotated[int, typer.Option()] = 32,
     int8_exclude: Annotated[str, typer.Option(help="Parts kept out of INT8: embeddings, head, layer:N (comma list; '' for none).")] = "embeddings,head,layer:0",
     cpu_int8: Annotated[str, typer.Option(help="ONNX Runtime CPU INT8: auto (faster at equal drift), dynamic or qdq.")] = "auto",
-    int8_smooth: Annotated[float, typer.Option(help="CPU INT8: SmoothQuant migration strength alpha in [0, 1]; 0 turns it off.")] = 0.75,
+    int8_smooth: Annotated[float, typer.Option(help="INT8 (CPU and TensorRT graphs): SmoothQuant migration strength alpha in [0, 1]; 0 turns it off.")] = 0.75,
     parity_queries: Annotated[int, typer.Option(help="Queries per direction (101 candidates each) for the parity check.")] = 8,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty bundle folder.")] = False,
 ) -> None:

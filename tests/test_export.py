@@ -135,12 +135,18 @@ def test_cpu_int8_keeps_excluded_parts_float_and_quantizes_weights_per_channel(b
         assert scale.shape == (w.shape[1],), name  # one scale per output channel
 
 
-def test_cpu_int8_is_smoothed(bundle):
-    g = manifest(bundle)["graphs"]["ort.int8"]
+def test_both_int8_graphs_are_smoothed(bundle):
+    graphs = manifest(bundle)["graphs"]
     # layer 1 (the only quantized one): the inputs of Q/K/V (shared), attention out, FFN in and FFN out
-    assert g["smoothing"] == {"alpha": 0.75, "scaled_activations": 4} and "SmoothQuant" in g["scheme"]
-    muls = [n for n in onnx.load(str(bundle / g["file"])).graph.node if n.name.endswith("_smooth")]
-    assert len(muls) == 4
+    smoothing = {"alpha": 0.75, "scaled_activations": 4}
+    assert graphs["ort.int8"]["smoothing"] == smoothing and "SmoothQuant" in graphs["ort.int8"]["scheme"]
+    assert graphs["trt.int8"]["quantization"]["smoothing"] == smoothing
+    for name in ("ort.int8", "trt.int8"):
+        nodes = onnx.load(str(bundle / graphs[name]["file"])).graph.node
+        smoothed = {n.output[0] for n in nodes if n.name.endswith("_smooth") and n.op_type == "Mul"}
+        assert len(smoothed) == 4, name
+    # in the TensorRT graph, each smoothed activation is what a QuantizeLinear reads
+    assert smoothed <= {n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
 
 
 def _two_matmuls(channels: int, seed: int = 0) -> onnx.ModelProto:

@@ -54,7 +54,7 @@ class ExportConfig:
     fp32_head: bool = True  # pooler + TIA logit in FP32
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cpu_int8: str = "auto"
-    smooth_alpha: float = 0.75  # SmoothQuant migration strength for CPU INT8, 0 = off (README, "CPU INT8")
+    smooth_alpha: float = 0.75  # SmoothQuant migration strength for both INT8 graphs, 0 = off (README, "CPU INT8")
     parity_queries: int = 8  # per direction, each with 101 candidates
     fp32_tolerance: float = 1e-4
 
@@ -214,6 +214,9 @@ FP16_NOTE = ("run in ONNX Runtime CPU, whose kernels upcast some FP16 ops to FP3
 def _tensorrt_int8(fp32: onnx.ModelProto, calib: list[dict[str, np.ndarray]], data: DataSource,
                    ec: ExportConfig, tmp: Path) -> dict:
     cc = ec.calibration
+    scaled = 0
+    if ec.smooth_alpha:  # one element-wise Mul before each Q, which TensorRT can fuse with its neighbours
+        fp32, scaled = cpu_int8.smooth(fp32, calib, cc.exclude, ec.smooth_alpha)
     ops = [o for o in weight_ops(fp32) if o.group not in cc.exclude]
     key = calibration_key(fp32, data.fingerprint(), cc)
     ranges = calibrate(fp32, calib, sorted({o.activation for o in ops}), cc, data.cache_dir / "calibration" / f"{key}.json")
@@ -228,7 +231,7 @@ def _tensorrt_int8(fp32: onnx.ModelProto, calib: list[dict[str, np.ndarray]], da
         "scheme": "symmetric int8, zero point 0; weights per output channel; activations per tensor",
         "calibration": {**asdict(cc), "cache_key": key, "ranges": "int8.ranges.json"},
         "quantized_nodes": [o.node for o in ops], "excluded_groups": list(cc.exclude),
-        "elsewhere": "fp16"}}
+        "smoothing": {"alpha": ec.smooth_alpha, "scaled_activations": scaled}, "elsewhere": "fp16"}}
 
 
 def _onnxruntime_int8(tmp: Path, calib: list[dict[str, np.ndarray]], ec: ExportConfig, parity: ParitySet, verify) -> None:
