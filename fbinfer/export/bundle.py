@@ -179,14 +179,16 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
             onnx.save(g16, str(tmp / "trt.fp16.onnx"))
             verify("trt.fp16", tmp / "trt.fp16.onnx", "tensorrt", "fp16", fp32_islands=islands,
                    fp32_ops=list(ec.fp32_ops), fp32_head=ec.fp32_head, parity_note=FP16_NOTE)
+        # SmoothQuant on the TensorRT graph, once: both the TensorRT INT8 graph and the CPU Q/DQ candidate start from it
+        smoothed = _smooth(fp32, calib, ec) if "int8" in ec.precisions else (fp32, 0)
         if "tensorrt" in ec.targets and "int8" in ec.precisions:
-            graphs_int8 = _tensorrt_int8(fp32, calib, data, ec, tmp)
+            graphs_int8 = _tensorrt_int8(*smoothed, calib, data, ec, tmp)
             verify("trt.int8", tmp / "trt.int8.onnx", "tensorrt", "int8", **graphs_int8)
         if "onnxruntime" in ec.targets:
             fused = fuse_for_onnxruntime(base, tmp / "ort.fp32.onnx")
             verify("ort.fp32", tmp / "ort.fp32.onnx", "onnxruntime", "fp32", fused_ops=fused)
             if "int8" in ec.precisions:
-                _onnxruntime_int8(tmp, calib, ec, parity, verify)
+                _onnxruntime_int8(tmp, calib, ec, parity, verify, smoothed)
         if "fp32" not in ec.precisions:
             graphs["trt.fp32"]["note"] = "always written: every other graph is derived from it"
         (tmp / "vocab.txt").write_text("\n".join(ck.vocab) + "\n", encoding="utf-8")
@@ -211,12 +213,17 @@ FP16_NOTE = ("run in ONNX Runtime CPU, whose kernels upcast some FP16 ops to FP3
              "GPU drift can be larger and is measured by the bench on a GPU")
 
 
-def _tensorrt_int8(fp32: onnx.ModelProto, calib: list[dict[str, np.ndarray]], data: DataSource,
+def _smooth(graph: onnx.ModelProto, calib: list[dict[str, np.ndarray]], ec: ExportConfig) -> tuple[onnx.ModelProto, int]:
+    """``graph`` smoothed with ``--int8-smooth`` (unchanged when it is 0), and the number of
+    activations scaled."""
+    return cpu_int8.smooth(graph, calib, ec.calibration.exclude, ec.smooth_alpha) if ec.smooth_alpha else (graph, 0)
+
+
+def _tensorrt_int8(fp32: onnx.ModelProto, scaled: int, calib: list[dict[str, np.ndarray]], data: DataSource,
                    ec: ExportConfig, tmp: Path) -> dict:
+    """``fp32``: the TensorRT graph, already smoothed (``scaled`` activations; one element-wise
+    Mul before each Q, which TensorRT can fuse with its neighbours)."""
     cc = ec.calibration
-    scaled = 0
-    if ec.smooth_alpha:  # one element-wise Mul before each Q, which TensorRT can fuse with its neighbours
-        fp32, scaled = cpu_int8.smooth(fp32, calib, cc.exclude, ec.smooth_alpha)
     ops = [o for o in weight_ops(fp32) if o.group not in cc.exclude]
     key = calibration_key(fp32, data.fingerprint(), cc)
     ranges = calibrate(fp32, calib, sorted({o.activation for o in ops}), cc, data.cache_dir / "calibration" / f"{key}.json")
@@ -234,15 +241,18 @@ def _tensorrt_int8(fp32: onnx.ModelProto, calib: list[dict[str, np.ndarray]], da
         "smoothing": {"alpha": ec.smooth_alpha, "scaled_activations": scaled}, "elsewhere": "fp16"}}
 
 
-def _onnxruntime_int8(tmp: Path, calib: list[dict[str, np.ndarray]], ec: ExportConfig, parity: ParitySet, verify) -> None:
-    """Both CPU INT8 candidates, timed on one parity batch; the chosen one is ort.int8.onnx."""
+def _onnxruntime_int8(tmp: Path, calib: list[dict[str, np.ndarray]], ec: ExportConfig, parity: ParitySet, verify,
+                      trt_smoothed: tuple[onnx.ModelProto, int]) -> None:
+    """Both CPU INT8 candidates, timed on one parity batch; the chosen one is ort.int8.onnx. The
+    dynamic one starts from the fused graph, smoothed here; the Q/DQ one from ``trt_smoothed``
+    (the TensorRT graph, smoothed once for both INT8 targets)."""
     paths = {"dynamic": tmp / "ort.int8.dynamic.onnx", "qdq": tmp / "ort.int8.qdq.onnx"}
     sources = {"dynamic": tmp / "ort.fp32.onnx", "qdq": tmp / "trt.fp32.onnx"}
     exclude, scaled = ec.calibration.exclude, dict.fromkeys(paths, 0)
     if ec.smooth_alpha:
-        for kind, src in sources.items():
-            graph, scaled[kind] = cpu_int8.smooth(onnx.load(str(src)), calib, exclude, ec.smooth_alpha)
-            sources[kind] = tmp / f"ort.int8.{kind}.smoothed.onnx"
+        smoothed = {"dynamic": _smooth(onnx.load(str(sources["dynamic"])), calib, ec), "qdq": trt_smoothed}
+        for kind, (graph, n) in smoothed.items():
+            scaled[kind], sources[kind] = n, tmp / f"ort.int8.{kind}.smoothed.onnx"
             onnx.save(graph, str(sources[kind]))
     kept = {"dynamic": cpu_int8.quantize_dynamic_int8(sources["dynamic"], paths["dynamic"], exclude),
             "qdq": cpu_int8.quantize_qdq_u8s8(sources["qdq"], paths["qdq"], calib, ec.calibration.method, exclude)}
