@@ -2,7 +2,8 @@
 # Rebuilds README's default teacher from nothing: the synthetic catalogue, stage 1 (3,000 steps,
 # every negative from the same sub-category, trained as 1,200 then resumed to 1,800 and 3,000,
 # keeping the step-1,200 checkpoint for the short recipe), stage 2 (600 steps, half the negatives
-# from any product, lower lr), then `fbinfer eval`. About 90 min on 2 idle cores.
+# from any product, lower lr), then `fbinfer eval`. 90-110 min on 2 cores,
+# plus 8 min of eval (README).
 set -euo pipefail
 DATA=${1:-runs/data}
 DIR=${2:-runs}
