@@ -34,9 +34,14 @@ CPU_INT8_KINDS = ("auto", "dynamic", "qdq")
 def excluded_nodes(graph: Path, groups: tuple[str, ...]) -> list[str]:
     """Names to keep out of INT8: the weight MatMul/Gemm nodes of ``graph`` in the excluded groups
     (embeddings, head, layer:N). ONNX Runtime's quantizer first rewrites each Gemm as MatMul + Add
-    named ``<gemm>_MatMul``, so that name is excluded too."""
-    ops = [o for o in weight_ops(onnx.load(str(graph), load_external_data=False)) if o.group in groups]
-    return [o.node for o in ops] + [f"{o.node}_MatMul" for o in ops]
+    named ``<gemm>_MatMul``, so that name is excluded too. A MatMul whose *first* input is a constant
+    (the patch-averaging matrix) is no weight and always stays float: the static quantizer would
+    otherwise round that fixed matrix to int8."""
+    model = onnx.load(str(graph), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    ops = [o for o in weight_ops(model) if o.group in groups]
+    fixed = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in inits]
+    return [o.node for o in ops] + [f"{o.node}_MatMul" for o in ops] + fixed
 
 
 def float_matmuls(graph: Path) -> list[str]:
