@@ -135,16 +135,15 @@ def test_cpu_int8_keeps_excluded_parts_float_and_quantizes_weights_per_channel(b
         assert scale.shape == (w.shape[1],), name  # one scale per output channel
 
 
-def test_constant_patch_average_stays_float_in_every_int8_graph(bundle):
-    """The patch-averaging MatMul (constant first input) is no weight: excluded even with no group
-    excluded, so the static Q/DQ quantizer cannot round it (it did when ``auto`` picked Q/DQ)."""
+def test_patch_average_matmul_is_always_excluded_from_cpu_int8(bundle):
+    """The patch-averaging MatMul (``average @ patches``, a fixed matrix, no weight) is excluded even
+    with no group excluded, so the static Q/DQ quantizer cannot round it (it did when ``auto``
+    picked Q/DQ)."""
     from fbinfer.export.cpu_int8 import excluded_nodes
 
     graph = bundle / "trt.fp32.onnx"
-    model = onnx.load(str(graph))
-    inits = {i.name for i in model.graph.initializer}
-    fixed = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in inits]
-    assert len(fixed) == 1 and excluded_nodes(graph, ()) == fixed
+    average = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "MatMul" and n.input[0] == "average"]
+    assert len(average) == 1 and excluded_nodes(graph, ()) == average
 
 
 def test_both_int8_graphs_are_smoothed(bundle):
