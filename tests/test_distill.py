@@ -162,7 +162,8 @@ def logit_gap(student_path: Path, teacher_path: Path, data_path: Path) -> float:
     return (a - b).abs().mean().item()
 
 
-def test_distillation_closes_the_logit_gap(tiny_model, tiny_data, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_distillation_closes_the_logit_gap(tiny_model, tiny_data, tmp_path, precision):
     from fbinfer.data.source import load_data
 
     data = load_data(tiny_data)
@@ -171,12 +172,15 @@ def test_distillation_closes_the_logit_gap(tiny_model, tiny_data, tmp_path):
     before = tmp_path / "s0.pt"
     distill(tiny_model, data, spec, DistillConfig(steps=1, lr=1e-9, proj_lr=1e-9, weights=weights), before)
     after = tmp_path / "s.pt"
-    result = distill(tiny_model, data, spec, DistillConfig(steps=40, lr=2e-3, batch_size=16, weights=weights, lists=2, list_size=4), after)
+    result = distill(tiny_model, data, spec, DistillConfig(steps=40, lr=2e-3, batch_size=16, weights=weights, lists=2, list_size=4,
+                                                           precision=precision), after)
     assert set(result.last) == {"kd", "rank", "hidden", "attention", "embedding"}
-    gap0, gap1 = logit_gap(before, tiny_model, tiny_data), logit_gap(after, tiny_model, tiny_data)
+    gap0, gap1 = logit_gap(before, tiny_model, tiny_data), logit_gap(after, tiny_model, tiny_data)  # both scored in fp32
     assert gap1 < 0.5 * gap0, (gap0, gap1)
-    meta = load_checkpoint(after).meta
-    assert meta["layer_map"] == [1] and meta["init_layers"] == [1] and meta["student"]["hidden"] == 32
+    student = load_checkpoint(after)
+    assert student.meta["layer_map"] == [1] and student.meta["init_layers"] == [1] and student.meta["student"]["hidden"] == 32
+    assert student.meta["distill"]["precision"] == precision
+    assert {p.dtype for p in student.model.parameters()} == {torch.float32}  # bf16 is the forward pass's, not the weights'
 
 
 def losses_of(log: Path) -> list[dict]:
@@ -242,6 +246,7 @@ def test_distill_errors_are_one_line(tiny_model, tiny_data, tmp_path):
         (["distill", str(tiny_model), "-o", str(tmp_path / "b.pt"), "--layers", "5", *base], "--layers 5"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "c.pt"), "--hidden", "512", *base], "wider than the teacher"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "d.pt"), "--weights", "kd=1,foo=2", *base], "unknown loss term"),
+        (["distill", str(tiny_model), "-o", str(tmp_path / "f.pt"), "--precision", "fp16", *base], "--precision 'fp16'"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "e.pt"), "--data", str(foreign), "--steps", "1"],
          "unknown to the teacher's vocab"),
     ]

@@ -2,10 +2,12 @@
 import json
 
 import pytest
+import torch
 from helpers import run_cli as fbinfer
 
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import load_data
+from fbinfer.errors import FbinferError
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.model.checkpoint import load_checkpoint
 
@@ -77,7 +79,6 @@ def test_fine_tune_from_a_checkpoint_with_ranking_lists(tmp_path, tiny_model, ti
 
 
 def test_tia_with_lists_adds_the_lists_cross_entropy(tiny_model, tiny_data):
-    import torch
     import torch.nn.functional as F
 
     from fbinfer.data.features import FeatureStore
@@ -99,13 +100,29 @@ def test_tia_with_lists_adds_the_lists_cross_entropy(tiny_model, tiny_data):
     assert pretrain_losses(model, b)[0][2].item() != pytest.approx(tia.item())  # without lists: BCE over every row
 
 
-def test_short_training_lowers_tia_loss(tmp_path, tiny_data):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_short_training_lowers_tia_loss(tmp_path, tiny_data, precision):
     from fbinfer.model.config import preset
     from fbinfer.training.trainer import TrainConfig, train
 
-    train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=30, batch_size=16, log_every=1, head_lr=3e-3, lr=1e-3, tia_warmup_steps=0), tmp_path / "m.pt")
+    tc = TrainConfig(steps=30, batch_size=16, log_every=1, head_lr=3e-3, lr=1e-3, tia_warmup_steps=0, precision=precision)
+    train(load_data(tiny_data), preset("fashionbert-tiny"), tc, tmp_path / "m.pt")
     log = [json.loads(line)["tia"] for line in (tmp_path / "m.train.jsonl").read_text().splitlines()]
     assert sum(log[-5:]) / 5 < sum(log[:5]) / 5
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert ck.meta["train"]["precision"] == precision and {p.dtype for p in ck.model.parameters()} == {torch.float32}
+
+
+def test_bf16_autocast_runs_the_matmuls_in_bf16_and_keeps_fp32_for_fp32():
+    from fbinfer.training.trainer import autocast
+
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        with autocast(precision):
+            assert layer(x).dtype == dtype, precision
+    with pytest.raises(FbinferError, match="--precision 'fp16'"):
+        autocast("fp16")
 
 
 def test_eval_scores_are_identical_across_runs(tiny_model, tiny_data):
@@ -125,6 +142,7 @@ def test_eval_scores_are_identical_across_runs(tiny_model, tiny_data):
     (["train", "--data", "DATA", "-o", "x.pt", "--config", "bogus"], "unknown config 'bogus'"),
     (["train", "--data", "DATA", "-o", "x.pt", "--loss-weighting", "magic"], "--loss-weighting"),
     (["train", "--data", "DATA", "-o", "x.pt", "--steps", "0"], "--steps: must be positive"),
+    (["train", "--data", "DATA", "-o", "x.pt", "--precision", "fp16"], "--precision 'fp16'"),
     (["data", "synth", "-o", "DATA"], "not empty"),
 ])
 def test_cli_errors_are_one_line(tmp_path, tiny_data, args, message):

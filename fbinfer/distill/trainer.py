@@ -31,7 +31,7 @@ from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.training.objectives import PretrainBatch, masked_losses
 from fbinfer.training.pairs import PairSampler, make_batch
-from fbinfer.training.trainer import linear_schedule, optimizer_step, resume_path, total_steps
+from fbinfer.training.trainer import autocast, linear_schedule, optimizer_step, resume_path, total_steps
 
 TERMS = ("kd", "rank", "hidden", "attention", "embedding", "tia", "mlm", "mpm")
 
@@ -90,6 +90,7 @@ class DistillConfig:
     dropout: float | None = None  # the student's dropout; None keeps the teacher's
     mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
     mpm_prob: float = 0.1
+    precision: str = "fp32"  # of both forward passes: fp32 or bf16 (autocast; weights and optimizer stay fp32)
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -305,6 +306,7 @@ def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: Distill
 
 def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
              resume: bool) -> DistillResult:
+    autocast(dc.precision)  # a wrong value fails before any work
     teacher_ck = load_checkpoint(teacher_path)
     check_vocab(teacher_ck, data)
     with env.main_first():
@@ -354,7 +356,7 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
     total = dc.total_steps(sampler)
     groups = [{"params": list(distiller.student.parameters()), "lr": dc.lr},
               {"params": list(distiller.proj.parameters()), "lr": dc.proj_lr}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=dc.weight_decay)
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=dc.weight_decay, fused=True)  # as in training
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(total, dc.warmup))
     step, elapsed = 0, 0.0
     torch.manual_seed(dc.seed + env.rank)  # dropout streams
@@ -393,7 +395,8 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
             (log.open("a") if env.main else open(os.devnull, "w")) as logf:
         while step < total:
             b = env.shard(global_batch(step), lists, dc.list_size)
-            terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None, lists // env.world)
+            with autocast(dc.precision, env.device):
+                terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None, lists // env.world)
             optimizer_step(sum(getattr(dc.weights, k) * v for k, v in terms.items()), distiller.parameters(), opt, sched)
             step += 1
             last = env.mean({k: float(v.detach()) for k, v in terms.items()})

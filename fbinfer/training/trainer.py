@@ -47,12 +47,25 @@ class TrainConfig:
     lists: int = 0  # ranking lists per batch after the warm-up: TIA adds their softmax cross-entropy
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     start: str | None = None  # a FashionBERT checkpoint to fine-tune (no projector alignment, no TIA warm-up)
+    precision: str = "fp32"  # of the forward pass: fp32 or bf16 (autocast; weights and optimizer stay fp32)
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
 
     def total_steps(self, sampler: PairSampler) -> int:
         return total_steps(self.steps, self.epochs, sampler)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(precision: str, device: torch.device | str = "cpu"):
+    """The forward pass's precision for training: ``bf16`` runs the matmuls in bfloat16 (AMX on
+    recent Xeons, tensor cores on GPUs: several times fp32's rate) while the weights, gradients
+    and AdamW state stay fp32; bf16 keeps fp32's exponent range, so no loss scaling is needed."""
+    if precision not in PRECISIONS:
+        raise FbinferError(f"--precision {precision!r}: training runs {' or '.join(PRECISIONS)}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def total_steps(steps: int | None, epochs: float | None, sampler: PairSampler) -> int:
@@ -124,6 +137,7 @@ def resume_path(out: Path) -> Path:
 
 def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool = False) -> TrainResult:
     torch_threads()
+    autocast(tc.precision)  # a wrong value fails before any work
     state = None
     if tc.start:  # the alignment and warm-up exist to start a fresh model
         tc = replace(tc, align_steps=0, tia_warmup_steps=0)
@@ -142,7 +156,7 @@ def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, 
     tok = Checkpoint(model, vocab).tokenizer()
     sampler = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=tc.hard_ratio)
     total = tc.total_steps(sampler)
-    opt = torch.optim.AdamW(param_groups(model, tc))
+    opt = torch.optim.AdamW(param_groups(model, tc), fused=True)  # one vectorised kernel: a third faster on CPU than the per-tensor loop
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(total, tc.warmup, tc.tia_warmup_steps))
     weigher = TaskWeights(tc.weighting, tc.fixed_weights)
     tia_only = TaskWeights("fixed", (0.0, 0.0, 1.0))
@@ -170,7 +184,8 @@ def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, 
             list_t, list_i, list_labels = sampler.ranking_lists(step, lists, tc.list_size)
             batch = make_batch(texts + list_t, images + list_i, torch.cat([labels, list_labels]), tok, store, gen,
                                0.0 if warming else tc.mlm_prob, 0.0 if warming else tc.mpm_prob)
-            losses, shared = pretrain_losses(model, batch, lists, tc.list_size)
+            with autocast(tc.precision):
+                losses, shared = pretrain_losses(model, batch, lists, tc.list_size)
             w = (tia_only if warming else weigher)(losses, shared)
             total_loss = sum(wi * li for wi, li in zip(w, losses))
             optimizer_step(total_loss, model.parameters(), opt, sched)
