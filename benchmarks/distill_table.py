@@ -47,6 +47,7 @@ def describe(path: Path) -> str:
     extra = f", {dc['lists']} lists of {dc['list_size']} per step" if ranked else ""
     extra += f", {dc['extra_negatives']:g} x batch extra negatives" if dc.get("extra_negatives") and w.get("kd") else ""
     extra += f", hard ratio {dc['hard_ratio']:g}" if "hard_ratio" in dc else ""
+    extra += f", {dc['precision']} autocast" if dc.get("precision", "fp32") != "fp32" else ""
     for r in meta.get("resumed", []):
         changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in r["changed"].items())
         extra += f", resumed at step {r['at_step']}" + (f" ({changes})" if changes else "")
