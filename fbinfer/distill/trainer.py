@@ -88,9 +88,9 @@ class DistillConfig:
     lists: int = 0  # ranking lists per global batch for the rank term (off: it measured worse, README)
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     dropout: float | None = None  # the student's dropout; None keeps the teacher's
+    precision: str = "fp32"  # of both forward passes: fp32 or bf16 (autocast; weights and optimizer stay fp32)
     mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
     mpm_prob: float = 0.1
-    precision: str = "fp32"  # of both forward passes: fp32 or bf16 (autocast; weights and optimizer stay fp32)
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
