@@ -35,17 +35,14 @@ from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.training.trainer import PRECISIONS, TrainConfig, train
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def cpu_flags() -> list[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith("amx") or f in ("avx512f", "avx512_bf16"))
+def cpu() -> dict:
+    """The processor's name and the flags that decide bf16's speed (AMX, AVX-512 BF16), read once."""
+    info = Path("/proc/cpuinfo")
+    fields = dict(line.split(":", 1) for line in info.read_text().splitlines() if ":" in line) if info.is_file() else {}
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields.get("flags", "").split()
+    return {"cpu": fields.get("model name") or platform.processor(),
+            "flags": sorted(f for f in flags if f.startswith("amx") or f in ("avx512f", "avx512_bf16"))}
 
 
 def main() -> None:
@@ -74,7 +71,7 @@ def main() -> None:
     rates = {"fp32": peak_flops(torch.float32), "bf16": peak_flops(torch.bfloat16)}
     result = {
         "model": str(args.model), "data": str(args.data), "steps_per_run": args.steps, "rounds": args.rounds,
-        "machine": {"cpu": cpu_name(), "flags": cpu_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {**cpu(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "matmul_gflops": {p: round(v / 1e9, 1) for p, v in rates.items()},
         "seconds_per_step": {c: {p: round(statistics.median(seconds[c, p]), 3) for p in PRECISIONS} for c in runs},
         "all_seconds_per_step": {f"{c} {p}": [round(s, 3) for s in v] for (c, p), v in seconds.items()},
