@@ -134,7 +134,7 @@ def distill_cmd(
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs over the training items (if --steps is not given).")] = None,
     batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun processes).")] = 32,
-    lr: Annotated[float, typer.Option(help="Student learning rate (peak; linear warm-up and decay).")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="Student learning rate (peak; linear warm-up and decay).")] = 3e-4,
     temperature: Annotated[float, typer.Option(help="Temperature of the TIA logit distillation.")] = 2.0,
     weights: Annotated[str, typer.Option(help="Loss weights, e.g. 'kd=1,rank=1,hidden=1,attention=1,embedding=1,tia=1,mlm=0,mpm=0' (unnamed terms keep these defaults).")] = "",
     extra_negatives: Annotated[float, typer.Option(help="Extra same-sub-category negatives per batch, as a share of the batch.")] = 0.5,

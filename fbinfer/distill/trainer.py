@@ -77,7 +77,7 @@ class DistillConfig:
     steps: int | None = None  # or epochs
     epochs: float | None = None
     batch_size: int = 32  # global, over all processes
-    lr: float = 1e-4
+    lr: float = 3e-4  # beat 1e-4 at 500 steps (A/B) and reached the goal at 4,500 (README)
     proj_lr: float = 1e-3  # the hidden-state projections (new parameters)
     warmup: float = 0.06
     weight_decay: float = 0.01
