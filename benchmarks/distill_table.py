@@ -2,7 +2,7 @@
 candidate lists (all queries, as ``fbinfer eval``), parameters, torch fp32 pairs/s at batch 64.
 
 Measures every model one after another in this process (so the speeds share one machine state)
-and writes JSON + a Markdown table.
+and writes JSON, a Markdown table and rank1_kept.png (distill_plot.py).
 
 Usage: python benchmarks/distill_table.py TEACHER.pt --data DATA NAME=STUDENT.pt ... [--out benchmarks/results/distill]
 """
@@ -13,6 +13,7 @@ import json
 import platform
 from pathlib import Path
 
+from distill_plot import plot
 from rich.console import Console
 
 from fbinfer.data.candidates import DIRECTIONS
@@ -78,12 +79,14 @@ def main() -> None:
         students[name] = {**measure(Path(path), data, args.queries), "how": describe(Path(path))}
     console.print(compare_table(teacher, students))
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "distill.json", {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                                       "threads": teacher["threads"], **versions()},
-                                           "data": str(args.data), "teacher": teacher, "students": students})
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": teacher["threads"],
+                          **versions()},
+              "data": str(args.data), "teacher": teacher, "students": students}
+    write_json(args.out / "distill.json", result)
     with atomic_path(args.out / "table.md") as tmp:
         tmp.write_text(markdown(teacher, students))
-    console.print(f"wrote {args.out / 'distill.json'} and {args.out / 'table.md'}")
+    png = plot(result, args.out / "rank1_kept.png")
+    console.print(f"wrote {args.out / 'distill.json'}, {args.out / 'table.md'} and {png}")
 
 
 if __name__ == "__main__":
