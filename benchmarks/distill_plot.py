@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from fbinfer.data.candidates import DIRECTIONS
-from fbinfer.fileio import atomic_path
+from fbinfer.distill.compare import kept
+from fbinfer.fileio import write_png
 
 GOAL = 95.0  # % of the teacher's Rank@1 (issue 3)
 
@@ -27,8 +28,8 @@ def plot(result: dict, out: Path) -> Path:
     names = list(students)[::-1]  # first student on top
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.7 * len(names)))
     for i, (d, label) in enumerate(zip(DIRECTIONS, ("image -> text", "text -> image"))):
-        kept = [100 * students[n]["rank"][d]["rank1"] / teacher["rank"][d]["rank1"] for n in names]
-        bars = ax.barh([y + 0.2 - 0.4 * i for y in range(len(names))], kept, height=0.38, label=label)
+        bars = ax.barh([y + 0.2 - 0.4 * i for y in range(len(names))], [kept(students[n], teacher, d) for n in names],
+                       height=0.38, label=label)
         ax.bar_label(bars, fmt="%.0f %%", fontsize=7, padding=2)
     ax.axvline(GOAL, color="k", ls="--", lw=0.8, label=f"goal: {GOAL:.0f} %")
     ax.set_yticks(range(len(names)),
@@ -38,10 +39,7 @@ def plot(result: dict, out: Path) -> Path:
                  f"{teacher['rank'][DIRECTIONS[1]]['rank1']:.1f} Rank@1)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return write_png(fig, out, bbox_inches="tight")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from rich.console import Console
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import torch_threads
 from fbinfer.data.source import load_data
-from fbinfer.distill.compare import compare_table, measure
+from fbinfer.distill.compare import compare_table, kept, measure
 from fbinfer.export.bundle import versions
 from fbinfer.fileio import atomic_path, write_json
 from fbinfer.model.checkpoint import load_checkpoint
@@ -30,9 +30,9 @@ def markdown(teacher: dict, students: dict[str, dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in {"teacher": teacher, **students}.items():
         ranks = [f"{r['rank'][d]['rank1']:.1f} / {r['rank'][d]['rank5']:.1f} / {r['rank'][d]['rank10']:.1f}" for d in DIRECTIONS]
-        kept = " / ".join(f"{100 * r['rank'][d]['rank1'] / teacher['rank'][d]['rank1']:.0f} %" for d in DIRECTIONS)
+        share = " / ".join(f"{kept(r, teacher, d):.0f} %" for d in DIRECTIONS)
         how = r.get("how", "-")
-        lines.append(f"| {name} | {r['layers']} x {r['hidden']} | {ranks[0]} | {ranks[1]} | {kept} | {r['parameters'] / 1e6:.1f} "
+        lines.append(f"| {name} | {r['layers']} x {r['hidden']} | {ranks[0]} | {ranks[1]} | {share} | {r['parameters'] / 1e6:.1f} "
                      f"| {r['pairs_per_s']:.0f} | {r['pairs_per_s'] / teacher['pairs_per_s']:.2f}x | {how} |")
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,16 @@ from typing import Any
 from fbinfer.errors import FbinferError
 
 
+def write_png(fig: Any, path: Path, **savefig: Any) -> Path:
+    """Save a matplotlib figure as PNG through ``atomic_path``, then close it (pyplot keeps every open figure)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", **savefig)
+    plt.close(fig)
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.

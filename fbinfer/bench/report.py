@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fbinfer.fileio import atomic_path
+from fbinfer.fileio import atomic_path, write_png
 
 
 def _label(r: dict) -> str:
@@ -54,9 +54,7 @@ def write_report(result: dict, folder: Path) -> list[Path]:
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths = [folder / "throughput.png", folder / "drift.png", folder / "report.md"]
-    with atomic_path(paths[0]) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    write_png(fig, paths[0])
     drifted = {f"{r['model']}: {_label(r)}": r["drift"] for r in rows if "drift" in r}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     names = list(drifted)
@@ -67,9 +65,7 @@ def write_report(result: dict, folder: Path) -> list[Path]:
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(paths[1]) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    write_png(fig, paths[1])
     machine = f"Machine: {result['machine']['platform']}, {result['machine']['cpu_threads']} threads, GPU: {result['machine']['gpu'] or 'none'}."
     lines = ["# fbinfer bench", "", machine, "",
              "| model | backend | precision | variant | batch | pairs/s | p50 ms | p95 ms | p99 ms | % of peak | R@1 i2t | R@1 t2i | dR@1 i2t | dR@1 t2i | top-1 agreement | Spearman | max abs dlogit |",
