@@ -22,14 +22,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fbinfer.bench.measure import median_ms_in_turns
-from fbinfer.data.features import torch_threads
+from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
+from fbinfer.evaluation.timing import median_ms_in_turns
 from fbinfer.export import cpu_int8
-from fbinfer.export.bundle import calibration_feeds, versions
+from fbinfer.export.exporter import calibration_feeds, versions
 from fbinfer.export.int8 import CalibrationConfig
 from fbinfer.export.parity import compare, held_out
 from fbinfer.fileio import write_json
-from fbinfer.runtime.runners import OnnxRuntimeRunner
+from fbinfer.threads import torch_threads
 
 EXCLUSIONS = {"embeddings+head+layer:0": ("embeddings", "head", "layer:0"), "embeddings+head": ("embeddings", "head")}
 

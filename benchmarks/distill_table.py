@@ -17,12 +17,12 @@ from distill_plot import plot
 from rich.console import Console
 
 from fbinfer.data.candidates import DIRECTIONS
-from fbinfer.data.features import torch_threads
 from fbinfer.data.source import load_data
 from fbinfer.distill.compare import compare_table, kept, measure
-from fbinfer.export.bundle import versions
+from fbinfer.export.exporter import versions
 from fbinfer.fileio import atomic_path, write_json
 from fbinfer.model.checkpoint import load_checkpoint
+from fbinfer.threads import torch_threads
 
 
 def markdown(teacher: dict, students: dict[str, dict]) -> str:

@@ -22,12 +22,13 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
-from fbinfer.data.features import torch_threads
-from fbinfer.export.bundle import calibration_feeds, versions
+from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
+from fbinfer.backends.pytorch import TorchRunner
+from fbinfer.export.exporter import calibration_feeds, versions
 from fbinfer.export.graphs import export_fp32, to_fp16
 from fbinfer.export.int8 import CalibrationConfig, calibrate, insert_qdq, weight_ops
 from fbinfer.export.parity import compare, held_out
-from fbinfer.runtime.runners import OnnxRuntimeRunner, TorchRunner
+from fbinfer.threads import torch_threads
 
 FP16_POLICIES = {
     "none": ((), False),

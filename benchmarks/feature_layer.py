@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fbinfer.data.features import EfficientNetPatches, torch_threads
+from fbinfer.data.features import EfficientNetPatches
 from fbinfer.data.source import load_data
+from fbinfer.threads import torch_threads
 
 
 def probe(x: np.ndarray, y: list[str], train: np.ndarray, epochs: int = 300) -> float:

@@ -27,15 +27,18 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 from rich.table import Table
 
+from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
+from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bench.flops import MatMul, flops_per_pair, matmuls
-from fbinfer.bench.measure import median_ms_in_turns, peak_flops
 from fbinfer.bench.run import resolve, timing_feeds
-from fbinfer.data.features import FeatureStore, torch_threads
+from fbinfer.bundle.io_spec import INPUT_IDS
+from fbinfer.data.features import FeatureStore
 from fbinfer.evaluation.evaluate import eval_pairs
-from fbinfer.export.bundle import versions
-from fbinfer.fileio import read_json, write_json
+from fbinfer.evaluation.timing import median_ms_in_turns, peak_flops
+from fbinfer.export.exporter import versions
+from fbinfer.fileio import write_json
 from fbinfer.model.config import FashionBertConfig
-from fbinfer.runtime.runners import OnnxRuntimeRunner, TorchRunner
+from fbinfer.threads import torch_threads
 
 ELEMENTWISE = "torch softmax + GELU + LayerNorm alone"
 
@@ -128,11 +131,11 @@ def main() -> None:
     mb = resolve(args.model, args.data)
     store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test)
     feeds = timing_feeds(mb, store, eval_pairs(mb.data), args.batch)
-    width = int(feeds["input_ids"].shape[1])  # text tokens as computed: padded to the batch's longest
+    width = int(feeds[INPUT_IDS].shape[1])  # text tokens as computed: padded to the batch's longest
     floor = MatMulFloor(matmuls(mb.ck.config, width), args.batch)
     assert floor.macs * 2 == flops_per_pair(mb.ck.config, width) * args.batch
     torch_runner = TorchRunner(mb.ck.model).activate()
-    fused = OnnxRuntimeRunner(mb.bundle / read_json(mb.bundle / "manifest.json")["graphs"]["ort.fp32"]["file"], threads=threads).activate()
+    fused = OnnxRuntimeRunner(mb.bundle.graph("onnxruntime", "fp32"), threads=threads).activate()
     contenders = {"torch fp32 eager (model)": lambda: torch_runner.infer(feeds),
                   "onnxruntime fused fp32 (model)": lambda: fused.infer(feeds),
                   "torch matmuls alone": floor.run_torch,

@@ -25,14 +25,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fbinfer.bench.measure import peak_flops
-from fbinfer.data.features import torch_threads
 from fbinfer.data.source import load_data
 from fbinfer.distill.student import StudentSpec
 from fbinfer.distill.trainer import DistillConfig, distill
+from fbinfer.evaluation.timing import peak_flops
 from fbinfer.fileio import write_json
 from fbinfer.model.checkpoint import load_checkpoint
-from fbinfer.training.trainer import PRECISIONS, TrainConfig, train
+from fbinfer.threads import torch_threads
+from fbinfer.training.loop import PRECISIONS
+from fbinfer.training.trainer import TrainConfig, train
 
 
 def cpu() -> dict:

@@ -26,14 +26,6 @@ TrainPrecisionOpt = Annotated[str, typer.Option("--precision", help="Forward-pas
                                                 "optimizer; several times faster on CPUs with AMX and on GPUs).")]
 
 
-def _check_sampling(lists: int, list_size: int, hard_ratio: float) -> None:
-    """The pair-sampling options of train and distill."""
-    if lists < 0 or list_size < 2:
-        raise FbinferError(f"--lists {lists} --list-size {list_size}: need lists >= 0 and at least 2 pairs per list")
-    if not 0.0 <= hard_ratio <= 1.0:
-        raise FbinferError(f"--hard-ratio: a share between 0 and 1, got {hard_ratio}")
-
-
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder to create.")],
@@ -57,9 +49,10 @@ def data_features(
     patch_input: Annotated[str | None, typer.Option(help="features or pixels.")] = None,
 ) -> None:
     """Compute and cache patch features for every image of the data (done on demand otherwise)."""
-    from fbinfer.data.features import FeatureStore, torch_threads
+    from fbinfer.data.features import FeatureStore
     from fbinfer.data.source import load_data
     from fbinfer.model.config import preset
+    from fbinfer.threads import torch_threads
 
     torch_threads()
     src = load_data(data)
@@ -96,28 +89,19 @@ def train_cmd(
     """Pre-train FashionBERT (MLM + MPM + TIA with adaptive loss weights)."""
     from fbinfer.data.source import load_data
     from fbinfer.model.config import preset
-    from fbinfer.training.adaptive import MODES
     from fbinfer.training.trainer import TrainConfig, train
 
-    if loss_weighting not in MODES:
-        raise FbinferError(f"--loss-weighting: {loss_weighting!r} is not one of {', '.join(MODES)}")
     try:
         weights = tuple(float(x) for x in fixed_weights.split(","))
     except ValueError:
         raise FbinferError(f"--fixed-weights: {fixed_weights!r} is not three comma-separated numbers") from None
-    if len(weights) != 3:
-        raise FbinferError(f"--fixed-weights: {fixed_weights!r} is not three comma-separated numbers")
-    for name, v in (("--steps", steps), ("--epochs", epochs), ("--batch-size", batch_size)):
-        if v is not None and v <= 0:
-            raise FbinferError(f"{name}: must be positive, got {v}")
-    _check_sampling(lists, list_size, hard_ratio)
     cfg = preset(config, num_layers=layers, patch_input=patch_input, feature_layer=feature_layer)
     if init is not None:
         cfg = replace(cfg, init=None if init.lower() == "none" else init)
     tc = TrainConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, head_lr=head_lr,
                      weighting=loss_weighting, fixed_weights=weights, checkpoint_every=checkpoint_every, seed=seed,
                      tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio, lists=lists, list_size=list_size,
-                     start=str(start) if start else None, precision=precision)
+                     start=str(start) if start else None, precision=precision).validate()
     result = train(load_data(data), cfg, tc, out, resume=resume)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
 
@@ -156,20 +140,14 @@ def distill_cmd(
     from fbinfer.distill.compare import compare_table, measure, write_comparison
     from fbinfer.distill.student import StudentSpec
     from fbinfer.distill.trainer import DistillConfig, LossWeights, distill
-    from fbinfer.export.bundle import training_data
     from fbinfer.model.checkpoint import load_checkpoint
 
-    for name, v in (("--steps", steps), ("--epochs", epochs), ("--batch-size", batch_size), ("--temperature", temperature),
-                    ("--lr", lr)):
-        if v is not None and v <= 0:
-            raise FbinferError(f"{name}: must be positive, got {v}")
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
-    _check_sampling(lists, list_size, hard_ratio)
-    source = load_data(training_data(load_checkpoint(teacher), teacher, data))
     dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
-                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists, list_size=list_size, dropout=dropout,
-                       checkpoint_every=checkpoint_every, seed=seed, precision=precision)
+                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists,
+                       list_size=list_size, dropout=dropout, checkpoint_every=checkpoint_every, seed=seed, precision=precision).validate()
+    source = load_data(load_checkpoint(teacher).training_data(data))
     result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return
@@ -210,7 +188,7 @@ def export_cmd(
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Bundle folder (default: MODEL.bundle beside the checkpoint).")] = None,
     data: Annotated[Path | None, typer.Option("--data", "--calib-data", help="Real pairs: train split calibrates INT8, test split checks parity (default: the checkpoint's training data).")] = None,
     precision: Annotated[str, typer.Option(help="Comma list of fp32, fp16, int8.")] = "fp32,fp16,int8",
-    targets: Annotated[str, typer.Option(help="Comma list of tensorrt, onnxruntime.")] = "tensorrt,onnxruntime",
+    targets: Annotated[str, typer.Option(help="Comma list of tensorrt, onnxruntime, openvino.")] = "tensorrt,onnxruntime,openvino",
     max_batch: Annotated[int, typer.Option(help="Largest batch the graphs accept.")] = 256,
     attention: Annotated[str, typer.Option(help="matmul (MatMul-Softmax-MatMul, TensorRT >= 10.12) or onnx-attention (ONNX Attention op, opset 23, TensorRT >= 10.14).")] = "matmul",
     fp16_fp32_ops: Annotated[str, typer.Option(help="Op types kept FP32 in the FP16/INT8 graphs.")] = "LayerNormalization",
@@ -224,15 +202,15 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty bundle folder.")] = False,
 ) -> None:
     """Export ONNX graphs for TensorRT (FP32/FP16/INT8) and ONNX Runtime (fused FP32, CPU INT8), each checked against PyTorch."""
-    from fbinfer.data.features import torch_threads
     from fbinfer.data.source import load_data
-    from fbinfer.export.bundle import ExportConfig, default_bundle_dir, export_bundle, training_data
+    from fbinfer.export.exporter import ExportConfig, default_bundle_dir, export_bundle
     from fbinfer.export.int8 import CalibrationConfig
     from fbinfer.export.report import bundle_table
     from fbinfer.model.checkpoint import load_checkpoint
+    from fbinfer.threads import torch_threads
 
     torch_threads()
-    data = training_data(load_checkpoint(model), model, data)
+    data = load_checkpoint(model).training_data(data)
     cc = CalibrationConfig(method=calib_method, batches=calib_batches, batch_size=calib_batch_size, exclude=_csv(int8_exclude))
     ec = ExportConfig(precisions=_csv(precision), targets=_csv(targets), attention=attention, max_batch=max_batch,
                       fp32_ops=_csv(fp16_fp32_ops), calibration=cc, cpu_int8=cpu_int8, smooth_alpha=int8_smooth,
@@ -253,7 +231,7 @@ def build_cmd(
     timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file, read if present and written back.")] = None,
 ) -> None:
     """Build a TensorRT engine (strongly typed) from a bundle's graph; needs TensorRT and a CUDA GPU."""
-    from fbinfer.engines.tensorrt import build_engine
+    from fbinfer.backends.tensorrt import build_engine
 
     record = build_engine(bundle, precision, max_batch, opt_batch, workspace, timing_cache)
     console.print(f"wrote {bundle / record['file']} ({record['gpu']}, TensorRT {record['tensorrt']}, {record['build_seconds']} s)")
@@ -271,7 +249,7 @@ def bench_cmd(
     report: Annotated[Path | None, typer.Option(help="Folder for report.md and PNG plots.")] = None,
 ) -> None:
     """Throughput, latency and Rank@K drift of every backend and precision against torch fp32."""
-    from fbinfer.bench.report import bench_table, write_report
+    from fbinfer.bench.report import bench_table, summary_table, write_report
     from fbinfer.bench.run import BenchConfig, bench
     from fbinfer.demo import default_workdir, demo_models
     from fbinfer.fileio import write_json
@@ -289,6 +267,8 @@ def bench_cmd(
     bc = BenchConfig(batches=batches, backends=_csv(backends) if backends else None, queries=queries, min_seconds=seconds)
     result = bench(models, data, bc, progress=lambda m: console.print(f"[dim]{m}[/]"))
     console.print(bench_table(result))
+    if result["summary"]:
+        console.print(summary_table(result))
     for k, why in result["skipped"].items():
         console.print(f"[dim]not run: {k}: {why}[/]")
     if json_out:

@@ -14,7 +14,7 @@ from fbinfer.distill.student import StudentSpec
 from fbinfer.distill.trainer import DistillConfig, distill
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.run import run_eval
-from fbinfer.export.bundle import ExportConfig, export_bundle
+from fbinfer.export.exporter import ExportConfig, export_bundle
 from fbinfer.export.report import bundle_table
 from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.model.config import preset

@@ -33,7 +33,7 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 def tiny_bundle(tiny_model, tiny_data, tmp_path_factory) -> Path:
     """Every graph of ``fbinfer export`` for the tiny model (small calibration and parity sets)."""
     from fbinfer.data.source import load_data
-    from fbinfer.export.bundle import ExportConfig, export_bundle
+    from fbinfer.export.exporter import ExportConfig, export_bundle
     from fbinfer.export.int8 import CalibrationConfig
 
     out = tmp_path_factory.mktemp("export") / "tiny.bundle"

@@ -114,7 +114,7 @@ def test_short_training_lowers_tia_loss(tmp_path, tiny_data, precision):
 
 
 def test_bf16_autocast_runs_the_matmuls_in_bf16_and_keeps_fp32_for_fp32():
-    from fbinfer.training.trainer import autocast
+    from fbinfer.training.loop import autocast
 
     layer = torch.nn.Linear(8, 8)
     x = torch.randn(2, 8)

@@ -13,13 +13,14 @@ import torch
 from helpers import run_cli
 from onnx import numpy_helper
 
-from fbinfer.export.bundle import ExportConfig, export_bundle
+from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
+from fbinfer.backends.pytorch import TorchRunner
+from fbinfer.bundle.io_spec import example_feeds
+from fbinfer.export.exporter import ExportConfig, export_bundle
 from fbinfer.export.graph import ExportGraph, patch_averaging_matrix
-from fbinfer.export.graphs import nonstandard_ops
+from fbinfer.export.graphs import as_torch, nonstandard_ops
 from fbinfer.export.int8 import check_qdq, entropy_amax, percentile_amax
-from fbinfer.export.io_spec import as_torch, example_feeds
 from fbinfer.model.checkpoint import load_checkpoint
-from fbinfer.runtime.runners import OnnxRuntimeRunner, TorchRunner
 
 # Tolerances on the logit against PyTorch, per precision (the FP32 one is the contract).
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.25}
@@ -54,12 +55,16 @@ def test_patch_averaging_matrix():
 
 def test_manifest_lists_every_graph_with_parity(bundle):
     m = manifest(bundle)
-    assert set(m["graphs"]) == {"trt.fp32", "trt.fp16", "trt.int8", "ort.fp32", "ort.int8"}
+    assert set(m["graphs"]) == {"trt.fp32", "trt.fp16", "trt.int8", "ort.fp32", "ort.int8", "ov.int8"}
+    rows = {(r["graph"], r["backend"], r["precision"]): r for r in m["parity"]}
     for name, g in m["graphs"].items():
         assert (bundle / g["file"]).is_file(), name
-        assert set(g["parity"]) >= {"max_abs_logit_diff", "mean_abs_logit_diff", "rank1_agreement"}
-        assert g["parity"]["max_abs_logit_diff"] <= TOLERANCE[g["precision"]], name
-    assert m["graphs"]["trt.fp32"]["parity"]["rank1_agreement"] == 1.0
+        row = rows[(name, "onnxruntime", g["precision"])]
+        assert set(row) >= {"max_abs_logit_diff", "mean_abs_logit_diff", "rank1_agreement"}
+        assert row["max_abs_logit_diff"] <= TOLERANCE[g["precision"]], name
+    assert rows[("trt.fp32", "onnxruntime", "fp32")]["rank1_agreement"] == 1.0
+    assert rows[("trt.fp32", "openvino", "fp32")]["max_abs_logit_diff"] <= TOLERANCE["fp32"]
+    assert ("ov.int8", "openvino", "int8") in rows
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask", "patches"]
     assert m["inputs"][0]["axes"] == ["batch", "text_len"] and len(m["source"]["sha256"]) == 64
     assert (bundle / "vocab.txt").read_text().split("\n")[:1] == ["[PAD]"]
@@ -232,7 +237,7 @@ def test_onnx_attention_variant_exports_one_attention_op_per_layer(tiny_model, t
                       ExportConfig(precisions=("fp32",), targets=("tensorrt",), attention="onnx-attention", parity_queries=2))
     ops = [n.op_type for n in onnx.load(str(out / "trt.fp32.onnx")).graph.node]
     assert ops.count("Attention") == 2 and "Softmax" not in ops
-    assert m["opset"] == 23 and m["graphs"]["trt.fp32"]["parity"]["max_abs_logit_diff"] < 1e-4
+    assert m["opset"] == 23 and m["parity"][0]["graph"] == "trt.fp32" and m["parity"][0]["max_abs_logit_diff"] < 1e-4
 
 
 def test_calibration_thresholds():
@@ -270,13 +275,12 @@ def test_wrong_feature_size_is_refused(tiny_model, tiny_data):
     from fbinfer.data.features import FeatureStore
     from fbinfer.data.source import load_data
     from fbinfer.errors import FbinferError
-    from fbinfer.export.bundle import check_features
 
     ck = load_checkpoint(tiny_model)
     data = load_data(tiny_data)
     other = FeatureStore(data, replace(ck.config, patch_input="pixels", patch_feature_dim=3 * 32 * 32)).ensure(data.train[:1])
     with pytest.raises(FbinferError, match="patch features are"):
-        check_features(ck, other, data)
+        other.check(ck.config)
 
 
 def test_fp32_graph_off_by_more_than_the_tolerance_fails_the_export(tiny_model, tiny_data, tmp_path):

@@ -13,8 +13,9 @@ from helpers import run_cli
 from PIL import Image
 
 import fbinfer
+from fbinfer.backends.tensorrt import check_engine_record, profile_shapes
+from fbinfer.bundle import Bundle
 from fbinfer.data.source import load_data
-from fbinfer.engines.tensorrt import check_engine_record, profile_shapes
 from fbinfer.errors import FbinferError
 
 
@@ -98,10 +99,12 @@ def test_bad_calls_fail_clearly(tiny_bundle, tmp_path, catalogue):
         m.rank(texts[0], paths, direction="sideways")
     with pytest.raises(FbinferError, match="not an fbinfer bundle"):
         fbinfer.load(tmp_path)
-    with pytest.raises(FbinferError, match="no TensorRT fp16 engine"):
+    with pytest.raises(FbinferError, match="backend 'tensorrt' is not available here: TensorRT is not installed"):
         fbinfer.load(tiny_bundle, backend="tensorrt", precision="fp16")
-    with pytest.raises(FbinferError, match="no ONNX Runtime fp16 graph"):
-        fbinfer.load(tiny_bundle, precision="fp16")
+    with pytest.raises(FbinferError, match="no TensorRT fp16 engine; build it with: fbinfer build"):
+        Bundle.open(tiny_bundle).engine("fp16")
+    with pytest.raises(FbinferError, match="precision 'bf16' on onnxruntime: choose from fp32, fp16, int8"):
+        fbinfer.load(tiny_bundle, precision="bf16")
 
 
 def test_engine_built_elsewhere_is_refused_with_the_rebuild_command(tmp_path):
@@ -134,10 +137,8 @@ def test_tensorrt_paths_without_tensorrt_are_one_line(tiny_bundle, tmp_path):
     r = run_cli("build", str(bundle), "--precision", "fp16")
     assert r.returncode == 1 and "TensorRT is not installed" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["engines"] = {"fp16": {"file": "engine.fp16.plan", "precision": "fp16"}}
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
     (bundle / "engine.fp16.plan").write_bytes(b"\0")
+    Bundle.open(bundle).record_engine("fp16", {"tensorrt": "10.13.0", "gpu": "NVIDIA H100", "compute_capability": "9.0"})
     with pytest.raises(FbinferError, match="TensorRT is not installed"):
         fbinfer.load(bundle / "engine.fp16.plan")
 
@@ -150,7 +151,7 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_bundle, tmp_path, catalogue):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from fbinfer.engines.tensorrt import build_engine
+    from fbinfer.backends.tensorrt import build_engine
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)

@@ -9,7 +9,20 @@ from fbinfer.fileio import atomic_path, write_png
 
 
 def _label(r: dict) -> str:
-    return f"{r['backend']} {r['precision']} ({r['variant']})"
+    return f"{r['backend']} {r['precision']} ({r['variant']})" + (" [peer]" if r.get("peer") else "")
+
+
+def summary_table(result: dict) -> Table:
+    """fbinfer's fastest path within the drift bar against the fastest peer, per model and batch."""
+    table = Table(title=f"fbinfer's fastest path (|dRank@1| <= {result['config']['max_drift']:g} point both ways) "
+                        "against the fastest peer")
+    for c in ("model", "batch", "fbinfer", "pairs/s", "p50 ms", "dR@1 i2t/t2i", "peer", "pairs/s ", "ratio"):
+        table.add_column(c, justify="left" if c in ("model", "fbinfer", "peer") else "right")
+    for s in result["summary"]:
+        table.add_row(s["model"], str(s["batch"]), s["best"], f"{s['best_pairs_per_s']:.1f}", f"{s['best_latency_p50_ms']:.1f}",
+                      "/".join(f"{d:+.2f}" for d in s["best_d_rank1"]), s["best_peer"], f"{s['peer_pairs_per_s']:.1f}",
+                      f"{s['ratio']:.2f}x")
+    return table
 
 
 def bench_table(result: dict) -> Table:
@@ -24,7 +37,7 @@ def bench_table(result: dict) -> Table:
     for r in result["results"]:
         d = r.get("drift", {})
         timed = r["batch"] is not None
-        table.add_row(r["model"], r["key"], str(r["batch"] or "-"), f"{r['pairs_per_s']:.1f}" if timed else "-",
+        table.add_row(r["model"], r["key"] + (" (peer)" if r.get("peer") else ""), str(r["batch"] or "-"), f"{r['pairs_per_s']:.1f}" if timed else "-",
                       f"{r['latency_ms']['p50']:.1f}" if timed else "-", f"{r['latency_ms']['p99']:.1f}" if timed else "-",
                       f"{r['pct_of_peak']:.1f}" if timed else "-",
                       f"{r['rank']['image_to_text']['rank1']:.2f}", f"{r['rank']['text_to_image']['rank1']:.2f}",
@@ -68,17 +81,24 @@ def write_report(result: dict, folder: Path) -> list[Path]:
     write_png(fig, paths[1])
     machine = f"Machine: {result['machine']['platform']}, {result['machine']['cpu_threads']} threads, GPU: {result['machine']['gpu'] or 'none'}."
     lines = ["# fbinfer bench", "", machine, "",
-             "| model | backend | precision | variant | batch | pairs/s | p50 ms | p95 ms | p99 ms | % of peak | R@1 i2t | R@1 t2i | dR@1 i2t | dR@1 t2i | top-1 agreement | Spearman | max abs dlogit |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | backend | precision | variant | peer | batch | pairs/s | p50 ms | p95 ms | p99 ms | % of peak | R@1 i2t | R@1 t2i | dR@1 i2t | dR@1 t2i | top-1 agreement | Spearman | max abs dlogit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d, t = r.get("drift"), r["batch"] is not None
         lat = r.get("latency_ms", {})
         lines.append("| " + " | ".join(str(x) for x in (
-            r["model"], r["backend"], r["precision"], r["variant"], r["batch"] or "-", r.get("pairs_per_s", "-"),
+            r["model"], r["backend"], r["precision"], r["variant"], "yes" if r.get("peer") else "", r["batch"] or "-",
+            r.get("pairs_per_s", "-"),
             lat.get("p50", "-") if t else "-", lat.get("p95", "-") if t else "-", lat.get("p99", "-") if t else "-",
             r.get("pct_of_peak", "-"), r["rank"]["image_to_text"]["rank1"], r["rank"]["text_to_image"]["rank1"],
             d["d_rank1_i2t"] if d else "ref", d["d_rank1_t2i"] if d else "ref",
             d["top1_agreement"] if d else "ref", d["spearman"] if d else "ref", f"{d['max_abs_dlogit']:.2e}" if d else "ref")) + " |")
+    if result.get("summary"):
+        lines += ["", (f"fbinfer's fastest path with |dRank@1| <= {result['config']['max_drift']:g} point in both directions, "
+                      "against the fastest peer:"), "", "| model | batch | fbinfer | pairs/s | peer | pairs/s | ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {s['model']} | {s['batch']} | {s['best']} | {s['best_pairs_per_s']} | {s['best_peer']} | "
+                  f"{s['peer_pairs_per_s']} | {s['ratio']:.2f}x |" for s in result["summary"]]
     if result["skipped"]:
         lines += ["", "Not run here:", ""] + [f"- {k}: {v}" for k, v in result["skipped"].items()]
     lines += ["", "![throughput](throughput.png)", "", "![drift](drift.png)", ""]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 
 import numpy as np
 import torch
@@ -133,6 +132,13 @@ class FeatureStore:
             del out
             write_json(tmp / "index.json", new_index)
 
+    def check(self, cfg: FashionBertConfig, option: str = "--data") -> None:
+        """The features stored here have the shape ``cfg``'s model takes (one line naming the data if not)."""
+        sample = self.get(self.data.train[:1])
+        if tuple(sample.shape[1:]) != (cfg.num_patches, cfg.patch_feature_dim):
+            raise FbinferError(f"{option} {self.data.path}: patch features are {tuple(sample.shape[1:])}, "
+                               f"the model wants ({cfg.num_patches}, {cfg.patch_feature_dim})")
+
     def get(self, items: list[Item]) -> torch.Tensor:
         """(B, P, D) float32 features for these items, in order."""
         assert self.array is not None, "call ensure() first"
@@ -140,9 +146,4 @@ class FeatureStore:
         return torch.from_numpy(np.asarray(self.array[rows], dtype=np.float32))
 
 
-def torch_threads(processes: int = 1) -> None:
-    """Use every core we are given (CI and this machine: 2), shared by ``processes`` on this node."""
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes))
-
-
-__all__ = ["EfficientNetPatches", "FeatureStore", "PixelPatches", "make_extractor", "torch_threads"]
+__all__ = ["EfficientNetPatches", "FeatureStore", "PixelPatches", "make_extractor"]

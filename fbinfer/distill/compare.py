@@ -6,16 +6,15 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from fbinfer.bench.measure import time_runner
+from fbinfer.backends.pytorch import TorchRunner
+from fbinfer.bundle.io_spec import make_feeds
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
-from fbinfer.export.bundle import sha256
-from fbinfer.export.io_spec import make_feeds
-from fbinfer.fileio import read_json, write_json
+from fbinfer.evaluation.timing import time_runner
+from fbinfer.fileio import read_json, sha256, write_json
 from fbinfer.model.checkpoint import load_checkpoint
-from fbinfer.runtime.runners import TorchRunner
 
 
 def measure(path: Path, data: DataSource, queries: int | None = None, batch: int = 64, seconds: float = 3.0,

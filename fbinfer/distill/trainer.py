@@ -8,9 +8,7 @@ the gradients, so N processes follow the single-process trajectory of the same g
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -19,19 +17,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
-from fbinfer.data.features import FeatureStore, torch_threads
+from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
 from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
-from fbinfer.export.bundle import check_features
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fbinfer.model.fashionbert import FashionBert
+from fbinfer.threads import torch_threads
+from fbinfer.training import loop
+from fbinfer.training.loop import Optimization, autocast, resume_path
 from fbinfer.training.objectives import PretrainBatch, masked_losses
 from fbinfer.training.pairs import PairSampler, make_batch
-from fbinfer.training.trainer import autocast, linear_schedule, optimizer_step, resume_path, total_steps
 
 TERMS = ("kd", "rank", "hidden", "attention", "embedding", "tia", "mlm", "mpm")
 
@@ -95,8 +93,16 @@ class DistillConfig:
     log_every: int = 10
     seed: int = 0
 
-    def total_steps(self, sampler: PairSampler) -> int:
-        return total_steps(self.steps, self.epochs, sampler)
+    def validate(self) -> DistillConfig:
+        """Every option checked before any work, each error one line naming the option."""
+        loop.check_schedule(self)
+        if not self.temperature > 0:
+            raise FbinferError(f"--temperature: must be positive, got {self.temperature}")
+        if self.extra_negatives < 0:
+            raise FbinferError(f"--extra-negatives: must be >= 0, got {self.extra_negatives}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise FbinferError(f"--dropout: must be in [0, 1), got {self.dropout}")
+        return self
 
 
 @dataclass
@@ -306,12 +312,12 @@ def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: Distill
 
 def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
              resume: bool) -> DistillResult:
-    autocast(dc.precision)  # a wrong value fails before any work
+    dc = dc.validate()
     teacher_ck = load_checkpoint(teacher_path)
     check_vocab(teacher_ck, data)
     with env.main_first():
         store = FeatureStore(data, teacher_ck.config).ensure(data.train + data.test)
-    check_features(teacher_ck, store, data, option="--data")
+    store.check(teacher_ck.config, option="--data")
     if dc.batch_size % env.world:
         raise FbinferError(f"--batch-size {dc.batch_size}: must divide evenly over {env.world} processes")
     lists = dc.lists if dc.weights.rank else 0
@@ -353,60 +359,43 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
                           dc.list_size).to(env.device)
     teacher = teacher_ck.model.to(env.device).eval()
     model = nn.parallel.DistributedDataParallel(distiller, find_unused_parameters=True) if env.world > 1 else distiller
-    total = dc.total_steps(sampler)
+    total = loop.total_steps(dc.steps, dc.epochs, sampler.steps_per_epoch)
     groups = [{"params": list(distiller.student.parameters()), "lr": dc.lr},
               {"params": list(distiller.proj.parameters()), "lr": dc.proj_lr}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=dc.weight_decay, fused=True)  # as in training
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(total, dc.warmup))
+    optim = Optimization.adamw(groups, total, dc.warmup, weight_decay=dc.weight_decay)
     step, elapsed = 0, 0.0
     torch.manual_seed(dc.seed + env.rank)  # dropout streams
     if state:
         distiller.proj.load_state_dict(state["proj"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, elapsed = int(state["step"]), float(state["seconds"])
-        torch.set_rng_state(state["torch_rng"][env.rank % len(state["torch_rng"])])
+        step, elapsed = optim.restore(state, env.rank)
     settings = {**asdict(dc), "weights": asdict(dc.weights)}
     meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(),
             "init_layers": init_map, "layer_map": lmap,
             "student": asdict(spec), "distill": settings, "world_size": env.world,
             "resumed": resume_history(student_ck.meta, step, settings) if state else []}
-    log = out.with_name(out.stem + ".distill.jsonl")
-    if env.main:
-        log.parent.mkdir(parents=True, exist_ok=True)
     distiller.train()
-    last: dict[str, float] = {}
-    t0 = time.perf_counter() - elapsed
 
-    def save() -> None:
+    def one_step(step: int) -> dict[str, float]:
+        b = env.shard(global_batch(step), lists, dc.list_size)
+        with autocast(dc.precision, env.device):
+            terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None, lists // env.world)
+        optim.step(sum(getattr(dc.weights, k) * v for k, v in terms.items()), distiller.parameters())
+        return env.mean({k: float(v.detach()) for k, v in terms.items()})
+
+    def save(step: int, seconds: float, last: dict[str, float]) -> None:
         rngs = [torch.get_rng_state()]
         if env.world > 1:
             rngs = [torch.empty_like(rngs[0]) for _ in range(env.world)]
             dist.all_gather(rngs, torch.get_rng_state())
         if env.main:
-            info = {**meta, "steps": step, "train_seconds": round(time.perf_counter() - t0, 1), "last": last}
-            train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                           "seconds": time.perf_counter() - t0, "torch_rng": rngs, "proj": distiller.proj.state_dict()}
-            student = Checkpoint(distiller.student, student_ck.vocab, info)
-            save_checkpoint(Checkpoint(student.model, student.vocab, info, train_state), resume_path(out))
-            save_checkpoint(student, out)
+            info = {**meta, "steps": step, "train_seconds": round(seconds, 1), "last": last}
+            train_state = {**optim.state(step, seconds, rngs), "proj": distiller.proj.state_dict()}
+            save_checkpoint(Checkpoint(distiller.student, student_ck.vocab, info, train_state), resume_path(out))
+            save_checkpoint(Checkpoint(distiller.student, student_ck.vocab, info), out)
 
-    with tqdm(total=total, initial=step, desc=f"distill {student_ck.config.name}", unit="step", disable=not env.main) as bar, \
-            (log.open("a") if env.main else open(os.devnull, "w")) as logf:
-        while step < total:
-            b = env.shard(global_batch(step), lists, dc.list_size)
-            with autocast(dc.precision, env.device):
-                terms = model(b, teach(teacher, b, lmap) if dc.weights.uses_teacher else None, lists // env.world)
-            optimizer_step(sum(getattr(dc.weights, k) * v for k, v in terms.items()), distiller.parameters(), opt, sched)
-            step += 1
-            last = env.mean({k: float(v.detach()) for k, v in terms.items()})
-            bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
-            bar.update(1)
-            if env.main and (step % dc.log_every == 0 or step == total):
-                logf.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0], **last}) + "\n")
-                logf.flush()
-            if step % dc.checkpoint_every == 0 and step < total:
-                save()
-    save()
+    step, seconds, last = loop.run(one_step, save, start=step, total=total, elapsed=elapsed,
+                                   log=out.with_name(out.stem + ".distill.jsonl"), desc=f"distill {student_ck.config.name}",
+                                   lr=lambda: optim.sched.get_last_lr()[0], checkpoint_every=dc.checkpoint_every,
+                                   log_every=dc.log_every, main=env.main)
     distiller.student.eval()
-    return DistillResult(step, time.perf_counter() - t0, last, init_map, lmap)
+    return DistillResult(step, seconds, last, init_map, lmap)

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from fbinfer.backends.base import Runner
+from fbinfer.backends.pytorch import TorchRunner
+from fbinfer.bundle.io_spec import LOGIT, make_feeds
 from fbinfer.data.candidates import DIRECTIONS, Query
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k, ranks_of_truth
-from fbinfer.export.io_spec import make_feeds
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.model.tokenizer import TextTokenizer
-from fbinfer.runtime.runners import Runner, TorchRunner
 
 Scorer = Callable[[list[Item], list[Item]], np.ndarray]
 MISS_KINDS = ("same_subcategory", "same_category", "other_category")
@@ -35,7 +36,7 @@ class RunnerScorer:
 
     def __call__(self, texts: list[Item], images: list[Item]) -> np.ndarray:
         feeds = make_feeds(self.tokenizer, self.store.get(images).numpy(), [x.text for x in texts])
-        return self.runner.infer(feeds)["logit"]
+        return self.runner.infer(feeds)[LOGIT]
 
 
 def torch_scorer(model: FashionBert, tokenizer: TextTokenizer, store: FeatureStore) -> RunnerScorer:

@@ -7,12 +7,13 @@ from rich.console import Console
 from rich.table import Table
 
 from fbinfer.data.candidates import DIRECTIONS, SHORT
-from fbinfer.data.features import FeatureStore, torch_threads
+from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
 from fbinfer.evaluation.ceiling import rank1_ceiling
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.fileio import write_json
 from fbinfer.model.checkpoint import load_checkpoint
+from fbinfer.threads import torch_threads
 
 
 def rank_table(title: str, rows: dict[str, dict]) -> Table:

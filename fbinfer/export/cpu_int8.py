@@ -24,8 +24,8 @@ import onnx
 from onnx import helper, numpy_helper
 from tqdm import tqdm
 
+from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.export.int8 import WeightOp, probe_session, weight_ops
-from fbinfer.runtime.runners import OnnxRuntimeRunner
 
 METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 CPU_INT8_KINDS = ("auto", "dynamic", "qdq")

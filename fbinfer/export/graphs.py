@@ -3,16 +3,18 @@ FP16 conversion with FP32 islands, and the checks that each kind of graph must p
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
+from fbinfer.bundle.io_spec import BATCH, INPUT_NAMES, OUTPUT_NAMES, TEXT, example_feeds
 from fbinfer.errors import FbinferError
 from fbinfer.export.graph import ExportGraph
-from fbinfer.export.io_spec import BATCH, INPUT_NAMES, OUTPUTS, TEXT, as_torch, example_feeds
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
 
@@ -39,6 +41,11 @@ class _LogitOnly(torch.nn.Module):
         return self.model(input_ids, attention_mask, patches).logit
 
 
+def as_torch(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    """Feeds in the graph's input order, as torch tensors (for the exporter and the reference)."""
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in INPUT_NAMES)
+
+
 def trace(module: torch.nn.Module, cfg: FashionBertConfig, path: Path, opset: int, max_batch: int) -> onnx.ModelProto:
     """torch.onnx's dynamo exporter with batch 1..max_batch and text length 2..max_text_len dynamic
     (one graph serves every caption length: no padding to 64)."""
@@ -49,7 +56,7 @@ def trace(module: torch.nn.Module, cfg: FashionBertConfig, path: Path, opset: in
     with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, as_torch(feeds), input_names=list(INPUT_NAMES), output_names=[o.name for o in OUTPUTS],
+            module, as_torch(feeds), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_shapes=({0: batch, 1: text}, {0: batch, 1: text}, {0: batch}),
             opset_version=opset, dynamo=True, optimize=True, verbose=False,
         )
@@ -96,7 +103,49 @@ def to_fp16(model: onnx.ModelProto, fp32_ops: tuple[str, ...], fp32_head: bool) 
     islands = sorted({n.name for n in model.graph.node if n.op_type in fp32_ops} | set(head))
     with _quiet("onnxruntime"):
         out = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(fp32_ops), node_block_list=head)
-    return out, islands
+    del out.graph.value_info[:]  # the converter leaves some intermediate types stale; they are optional, and re-inferred
+    return toposort(out), islands
+
+
+def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph's nodes in an order where each comes after the producers of its inputs, as the
+    ONNX spec requires (the FP16 converter appends its Casts at the end; ONNX Runtime and TensorRT
+    sort for themselves, other consumers need not). Stable: nodes already in order keep it."""
+    nodes = list(model.graph.node)
+    ready = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer} | {""}
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
+    waiting = {k: {i for i in n.input if i not in ready and i in producer} for k, n in enumerate(nodes)}
+    readers: dict[int, list[int]] = collections.defaultdict(list)
+    for k, deps in waiting.items():
+        for i in deps:
+            readers[producer[i]].append(k)
+    missing = {k: len(deps) for k, deps in waiting.items()}
+    queue = [k for k, m in missing.items() if m == 0]
+    heapq.heapify(queue)
+    order = []
+    while queue:
+        k = heapq.heappop(queue)
+        order.append(k)
+        for r in readers[k]:
+            missing[r] -= sum(1 for i in waiting[r] if producer[i] == k)
+            if missing[r] == 0:
+                heapq.heappush(queue, r)
+    if len(order) != len(nodes):
+        raise FbinferError(f"{model.graph.name}: graph has a cycle or an input no node produces")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes[k] for k in order)
+    return out
+
+
+def check_graph(path: Path) -> None:
+    """The ONNX project's own validator with ``full_check`` (strict shape inference too): a bundle
+    holds valid ONNX for every consumer, not only for the ones that forgive."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise FbinferError(f"export failed: {path.name} is not valid ONNX ({str(e).strip().splitlines()[0][:200]})") from None
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:

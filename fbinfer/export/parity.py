@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from fbinfer.backends.base import Runner
+from fbinfer.bundle.io_spec import LOGIT, make_feeds
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource, load_data
-from fbinfer.export.io_spec import make_feeds
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
-from fbinfer.runtime.runners import Runner
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ParitySet:
 
     def logits(self, runner: Runner, desc: str) -> np.ndarray:
         with runner:
-            return np.concatenate([runner.infer(f)["logit"] for f in tqdm(self.batches, desc=desc, unit="batch", leave=False)])
+            return np.concatenate([runner.infer(f)[LOGIT] for f in tqdm(self.batches, desc=desc, unit="batch", leave=False)])
 
 
 def held_out(model: Path, data_path: Path, queries: int) -> tuple[Checkpoint, DataSource, FeatureStore, ParitySet]:

@@ -24,6 +24,7 @@ class Checkpoint:
     vocab: list[str]
     meta: dict[str, Any] = field(default_factory=dict)  # training summary, data fingerprint ...
     train_state: dict[str, Any] | None = None  # optimizer, scheduler, step, RNG: only for --resume
+    path: Path | None = None  # where it was loaded from
 
     @property
     def config(self) -> FashionBertConfig:
@@ -31,6 +32,14 @@ class Checkpoint:
 
     def tokenizer(self) -> TextTokenizer:
         return TextTokenizer(self.vocab, self.config.max_text_len)
+
+    def training_data(self, data: Path | None = None) -> Path:
+        """``data`` if given, else the data this checkpoint was trained on (its meta records it)."""
+        if data is not None:
+            return data
+        if not self.meta.get("data"):
+            raise FbinferError(f"{self.path}: the checkpoint names no training data; pass --data")
+        return Path(self.meta["data"])
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
@@ -64,7 +73,11 @@ def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False
     for key in ("config", "state_dict", "vocab"):
         if key not in blob:
             raise FbinferError(f"{p}: checkpoint has no '{key}' field")
-    cfg = FashionBertConfig.from_dict(blob["config"])
+    try:
+        cfg = FashionBertConfig.from_dict(blob["config"])
+    except FbinferError as e:
+        raise FbinferError(f"{p}: {e}") from None
+    check_shapes(p, cfg, blob["state_dict"])
     model = FashionBert(cfg)
     try:
         model.load_state_dict(blob["state_dict"])
@@ -73,4 +86,18 @@ def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False
     if len(blob["vocab"]) != cfg.vocab_size:
         raise FbinferError(f"{p}: vocab has {len(blob['vocab'])} tokens, config says {cfg.vocab_size}")
     model.eval()
-    return Checkpoint(model, list(blob["vocab"]), dict(blob.get("meta", {})), blob.get("train_state") if with_train_state else None)
+    return Checkpoint(model, list(blob["vocab"]), dict(blob.get("meta", {})), blob.get("train_state") if with_train_state else None, p)
+
+
+def check_shapes(path: Path, cfg: FashionBertConfig, state: Any) -> None:
+    """The weights' shapes are what the config implies, checked on the meta device (no memory) before
+    the model is built: a small file declaring a huge config must not allocate it."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FbinferError(f"{path}: 'state_dict' is not a mapping of tensors")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in FashionBert(cfg).state_dict().items()}
+    for name, shape in expected.items():
+        got = tuple(state[name].shape) if name in state else None
+        if got != shape:
+            raise FbinferError(f"{path}: weights do not match its config ({name} is {got}, the config implies {shape})")
+

@@ -75,15 +75,23 @@ class FashionBertConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FashionBertConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+    def from_dict(cls, d: Any) -> FashionBertConfig:
+        """Checked field by field (names and types) before anything is built from it."""
+        if not isinstance(d, dict):
+            raise FbinferError(f"config: expected an object of fields, got {type(d).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(d) - set(known)
         if unknown:
             raise FbinferError(f"config: unknown field(s) {sorted(unknown)}")
+        for name, value in d.items():
+            kinds = TYPES[known[name].type]
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise FbinferError(f"config: field '{name}' is {value!r}, expected {known[name].type}")
         return cls(**d).validate()
 
 
 FEATURE_DIMS = {"blocks": 320, "head": 1280}
+TYPES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,), "str | None": (str, type(None))}  # by annotation
 
 PRESETS: dict[str, FashionBertConfig] = {
     "fashionbert-mini": FashionBertConfig(),

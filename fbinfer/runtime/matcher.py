@@ -19,11 +19,12 @@ from typing import Self
 
 import numpy as np
 
+from fbinfer.backends.base import Runner
+from fbinfer.bundle.io_spec import ATTENTION_MASK, INPUT_IDS, LOGIT, PATCHES
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.tokenizer import TextTokenizer
 from fbinfer.runtime.images import ImageLike, PatchFeaturizer
-from fbinfer.runtime.runners import Runner
 
 
 @dataclass
@@ -72,10 +73,10 @@ class Matcher:
         for b in range(0, len(order), self.batch_size):
             rows = order[b:b + self.batch_size]
             width = self._bucket(int(lengths[rows].max()))
-            feeds = {"input_ids": _pad(ids[rows], width, self.tokenizer.pad_id), "attention_mask": _pad(mask[rows], width, 0),
-                     "patches": np.ascontiguousarray(feats[rows])}
+            feeds = {INPUT_IDS: _pad(ids[rows], width, self.tokenizer.pad_id), ATTENTION_MASK: _pad(mask[rows], width, 0),
+                     PATCHES: np.ascontiguousarray(feats[rows])}
             with self._lock:
-                out[rows] = self.runner.infer(feeds)["logit"]
+                out[rows] = self.runner.infer(feeds)[LOGIT]
         return out
 
     def rank(self, query: str | ImageLike, candidates: Sequence[ImageLike] | Sequence[str] | np.ndarray,

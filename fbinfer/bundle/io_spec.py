@@ -1,14 +1,14 @@
 """The served graph's inputs and outputs, declared once (as optimum's exporters do).
 
-Export, validation, parity and the runtime all read names, dtypes and dynamic axes from here,
-so a graph and the code that feeds it cannot drift apart.
+Export, validation, parity, the backends and the runtime all read names, dtypes and dynamic
+axes from here, so a graph and the code that feeds it cannot drift apart. numpy only: serving
+code reads it without torch.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from fbinfer.model.config import FashionBertConfig
 
@@ -24,18 +24,22 @@ class TensorSpec:
 
 
 BATCH, TEXT = "batch", "text_len"
+INPUT_IDS, ATTENTION_MASK, PATCHES = "input_ids", "attention_mask", "patches"
+INPUT_NAMES = (INPUT_IDS, ATTENTION_MASK, PATCHES)
+LOGIT = "logit"
 
 
 def input_specs(cfg: FashionBertConfig) -> tuple[TensorSpec, ...]:
     """input_ids/attention_mask: the tokenized caption; patches: one feature vector per grid cell."""
     return (
-        TensorSpec("input_ids", "int64", (BATCH, TEXT)),
-        TensorSpec("attention_mask", "int64", (BATCH, TEXT)),
-        TensorSpec("patches", "float32", (BATCH, str(cfg.num_patches), str(cfg.patch_feature_dim))),
+        TensorSpec(INPUT_IDS, "int64", (BATCH, TEXT)),
+        TensorSpec(ATTENTION_MASK, "int64", (BATCH, TEXT)),
+        TensorSpec(PATCHES, "float32", (BATCH, str(cfg.num_patches), str(cfg.patch_feature_dim))),
     )
 
 
-OUTPUTS = (TensorSpec("logit", "float32", (BATCH,)),)  # the TIA match logit: the ranking score
+OUTPUTS = (TensorSpec(LOGIT, "float32", (BATCH,)),)  # the TIA match logit: the ranking score
+OUTPUT_NAMES = tuple(o.name for o in OUTPUTS)
 
 
 def example_feeds(cfg: FashionBertConfig, batch: int = 2, text_len: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
@@ -48,20 +52,16 @@ def example_feeds(cfg: FashionBertConfig, batch: int = 2, text_len: int = 16, se
     ids[np.arange(batch), lengths - 1] = 102
     ids = np.where(mask == 1, ids, 0)
     patches = g.standard_normal((batch, cfg.num_patches, cfg.patch_feature_dim)).astype(np.float32)
-    return {"input_ids": ids.astype(np.int64), "attention_mask": mask, "patches": patches}
-
-
-def as_torch(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    """Feeds in the graph's input order, as torch tensors (for the exporter and the reference)."""
-    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in INPUT_NAMES)
-
-
-INPUT_NAMES = ("input_ids", "attention_mask", "patches")
+    return {INPUT_IDS: ids.astype(np.int64), ATTENTION_MASK: mask, PATCHES: patches}
 
 
 def make_feeds(tokenizer, patches: np.ndarray, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
     """The graph's feeds for aligned (caption, patch features) pairs, padded to the longest caption
     (or to ``pad_to``)."""
     t = tokenizer(texts, pad_to=pad_to)
-    return {"input_ids": t.input_ids.numpy(), "attention_mask": t.attention_mask.numpy(),
-            "patches": np.ascontiguousarray(patches, dtype=np.float32)}
+    return {INPUT_IDS: np.asarray(t.input_ids), ATTENTION_MASK: np.asarray(t.attention_mask),
+            PATCHES: np.ascontiguousarray(patches, dtype=np.float32)}
+
+
+def batch_size(feeds: dict[str, np.ndarray]) -> int:
+    return int(feeds[INPUT_IDS].shape[0])

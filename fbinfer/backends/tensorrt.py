@@ -1,4 +1,4 @@
-"""TensorRT engines from a bundle's graphs, and a runner that serves them.
+"""TensorRT: engines built from a bundle's graphs, and a runner that serves them.
 
 Written against NVIDIA's documented Python API for TensorRT 10.12+ and 11.x and kept thin:
 strongly typed networks (the precision is the ONNX graph's own: FP16 tensors, Q/DQ for INT8;
@@ -20,24 +20,38 @@ from typing import Any
 
 import numpy as np
 
+from fbinfer.backends.base import Runner
+from fbinfer.bundle import Bundle, engine_file
 from fbinfer.errors import FbinferError
-from fbinfer.fileio import atomic_path, read_json, write_json
-from fbinfer.runtime.runners import Runner
+from fbinfer.fileio import atomic_path
 
+PRECISIONS = ("fp32", "fp16", "int8")
+RUNS = "bundle"
+BUCKETS = (16, 32, 48, 64)  # text lengths an engine sees: few shapes around its tuned profile
 INSTALL = ("install TensorRT on a CUDA machine with: pip install tensorrt-cu13 (or tensorrt-cu12; "
            "the wheels come from NVIDIA's package index)")
 
 
-def require_tensorrt() -> Any:
-    """The tensorrt module and a CUDA GPU, or one line saying what is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise FbinferError(f"TensorRT is not installed: {INSTALL}") from None
+def unavailable() -> str | None:
+    """Why TensorRT cannot run here (not installed, or no CUDA GPU), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return f"TensorRT is not installed: {INSTALL}"
     import torch
 
     if not torch.cuda.is_available():
-        raise FbinferError("TensorRT needs a CUDA GPU and a CUDA build of torch; none is available here")
+        return "TensorRT needs a CUDA GPU and a CUDA build of torch; none is available here"
+    return None
+
+
+def require_tensorrt() -> Any:
+    """The tensorrt module, or one line saying what is missing."""
+    why = unavailable()
+    if why:
+        raise FbinferError(why)
+    import tensorrt as trt
+
     return trt
 
 
@@ -58,17 +72,14 @@ def check_engine_record(record: dict, tensorrt_version: str, gpu: dict[str, str]
                            f"fbinfer build {bundle} --precision {record.get('precision')}")
 
 
-def build_engine(bundle: Path, precision: str, max_batch: int | None = None, opt_batch: int = 64,
+def build_engine(folder: Path, precision: str, max_batch: int | None = None, opt_batch: int = 64,
                  workspace_mb: int = 4096, timing_cache: Path | None = None) -> dict:
-    """Parse ``trt.<precision>.onnx``, build, write ``engine.<precision>.plan``, record it in the manifest."""
-    manifest_path = bundle / "manifest.json"
-    if not manifest_path.is_file():
-        raise FbinferError(f"{bundle}: not an fbinfer bundle (no manifest.json; make one with fbinfer export MODEL.pt)")
-    manifest = read_json(manifest_path)
-    graph = manifest.get("graphs", {}).get(f"trt.{precision}")
-    if graph is None:
-        raise FbinferError(f"{bundle}: no TensorRT {precision} graph; export it: fbinfer export MODEL.pt --precision {precision}")
-    max_batch = max_batch or manifest["max_batch"]
+    """Parse the bundle's TensorRT graph of ``precision``, build, write its engine, record it in the manifest."""
+    bundle = Bundle.open(folder)
+    if precision not in PRECISIONS:
+        raise FbinferError(f"--precision {precision!r}: TensorRT engines are {', '.join(PRECISIONS)}")
+    graph = bundle.graph("tensorrt", precision)
+    max_batch = max_batch or bundle.max_batch
     if not 1 <= opt_batch <= max_batch:
         raise FbinferError(f"--opt-batch {opt_batch} must be within 1..--max-batch {max_batch}")
     trt = require_tensorrt()
@@ -77,14 +88,14 @@ def build_engine(bundle: Path, precision: str, max_batch: int | None = None, opt
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # always on (flag accepted) in 11
     network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(bundle / graph["file"])):
+    if not parser.parse_from_file(str(graph)):
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
         listed = "; ".join(f"node {e.node_name() or e.node()} ({e.node_operator()}): {e.desc()}" for e in errors[:5])
-        raise FbinferError(f"{graph['file']}: TensorRT's ONNX parser failed: {listed}")
+        raise FbinferError(f"{graph.name}: TensorRT's ONNX parser failed: {listed}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     profile = builder.create_optimization_profile()
-    shapes = profile_shapes(manifest, max_batch, opt_batch)
+    shapes = profile_shapes(bundle.manifest, max_batch, opt_batch)
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
@@ -94,20 +105,19 @@ def build_engine(bundle: Path, precision: str, max_batch: int | None = None, opt
     t0 = time.perf_counter()
     blob = builder.build_serialized_network(network, config)
     if blob is None:
-        raise FbinferError(f"{graph['file']}: TensorRT could not build an engine (see the TensorRT log above)")
+        raise FbinferError(f"{graph.name}: TensorRT could not build an engine (see the TensorRT log above)")
     seconds = time.perf_counter() - t0
-    plan = bundle / f"engine.{precision}.plan"
+    plan = bundle.folder / engine_file(precision)
     with atomic_path(plan) as tmp:
         tmp.write_bytes(bytes(blob))
     if timing_cache is not None:
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-    record = {"file": plan.name, "precision": precision, "graph": graph["file"], "tensorrt": trt.__version__, **this_gpu(),
+    record = {"graph": graph.name, "tensorrt": trt.__version__, **this_gpu(),
               "profile": {k: [list(s) for s in v] for k, v in shapes.items()}, "build_seconds": round(seconds, 1),
               "workspace_mb": workspace_mb}
-    manifest.setdefault("engines", {})[precision] = record
-    write_json(manifest_path, manifest)
-    return record
+    bundle.record_engine(precision, record)
+    return bundle.engines()[precision]
 
 
 def profile_shapes(manifest: dict, max_batch: int, opt_batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -124,6 +134,7 @@ class TensorRTRunner(Runner):
     """One engine, one execution context, one CUDA stream; inputs and outputs are torch CUDA tensors."""
 
     def __init__(self, plan: Path, record: dict, bundle: Path):
+        """``plan``: the engine file; ``record``: its manifest record; ``bundle``: the folder (for messages)."""
         self.plan, self.record, self.bundle = Path(plan), record, Path(bundle)
         self.name = f"tensorrt:{self.plan.name}"
         self.context = None
@@ -173,3 +184,11 @@ class TensorRTRunner(Runner):
     def deactivate(self) -> None:
         self.context = None
         self.engine = None
+
+
+def runner(bundle: Bundle, precision: str, device: str | None = None) -> TensorRTRunner:
+    """The bundle's TensorRT engine of ``precision`` (built by ``fbinfer build``)."""
+    if device not in (None, "cuda") and not str(device).startswith("cuda"):
+        raise FbinferError(f"device {device!r}: TensorRT runs on 'cuda'")
+    plan, record = bundle.engine(precision)
+    return TensorRTRunner(plan, record, bundle.folder)

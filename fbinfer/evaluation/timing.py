@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fbinfer.runtime.runners import Runner
+from fbinfer.backends.base import Runner
+from fbinfer.bundle.io_spec import batch_size
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Timing:
 def time_runner(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 3, min_iters: int = 10,
                 min_seconds: float = 3.0) -> Timing:
     """At least ``min_iters`` calls and ``min_seconds`` after ``warmup`` calls; latency in ms per batch."""
-    batch = int(feeds["input_ids"].shape[0])
+    batch = batch_size(feeds)
     for _ in range(warmup):
         runner.infer(feeds)
     times: list[float] = []

@@ -1,0 +1,71 @@
+"""ONNX Runtime: the bundle's fused FP32 graph, its CPU INT8 graph, and the TensorRT FP16 graph
+(on the CPU, ONNX Runtime upcasts FP16 kernels, so that is a numerics check; with onnxruntime-gpu
+and device 'cuda' it runs FP16). Any other graph file can be run by path (the bench's plain
+export, the TensorRT INT8 graph)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fbinfer.backends.base import Runner, first_line
+from fbinfer.bundle.io_spec import OUTPUT_NAMES
+from fbinfer.errors import FbinferError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+GRAPHS = {"fp32": ("onnxruntime", "fp32"), "fp16": ("tensorrt", "fp16"), "int8": ("onnxruntime", "int8")}
+RUNS = "bundle"
+
+
+def unavailable() -> str | None:
+    return None  # onnxruntime is a dependency of fbinfer
+
+
+class OnnxRuntimeRunner(Runner):
+    """An ONNX graph in ONNX Runtime (CPU unless other providers are given)."""
+
+    def __init__(self, path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None):
+        self.path, self.providers, self.threads = Path(path), providers, threads
+        self.name = f"onnxruntime:{self.path.name}"
+        self.session = None
+
+    def activate(self) -> OnnxRuntimeRunner:
+        if self.session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            if self.threads:
+                opts.intra_op_num_threads = self.threads
+            opts.log_severity_level = 3
+            try:
+                self.session = ort.InferenceSession(str(self.path), opts, providers=list(self.providers))
+            except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
+                raise FbinferError(f"{self.path}: ONNX Runtime cannot load it ({first_line(e)})") from None
+            self.inputs = {i.name: i.type for i in self.session.get_inputs()}
+        return self
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.activate()
+        typed = {n: feeds[n].astype(np.float16 if t == "tensor(float16)" else feeds[n].dtype, copy=False)
+                 for n, t in self.inputs.items()}
+        return {n: v.astype(np.float32, copy=False) for n, v in zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), typed))}
+
+    def describe(self) -> dict[str, str]:
+        return {"graph": self.path.name, "providers": ",".join(self.providers)}
+
+
+def providers(device: str | None) -> tuple[str, ...]:
+    if device is None or device == "cpu":
+        return ("CPUExecutionProvider",)
+    if not device.startswith("cuda"):
+        raise FbinferError(f"device {device!r}: ONNX Runtime runs on 'cpu' or 'cuda'")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise FbinferError("device 'cuda' for ONNX Runtime needs onnxruntime-gpu (pip install -e '.[gpu]')")
+    return ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def runner(bundle, precision: str, device: str | None = None, graph: Path | None = None) -> OnnxRuntimeRunner:
+    """The bundle's graph for ``precision``, or ``graph`` (a file) when given."""
+    return OnnxRuntimeRunner(graph or bundle.graph(*GRAPHS[precision]), providers(device))

@@ -1,0 +1,135 @@
+"""OpenVINO on the CPU: the bundle's standard-ONNX FP32 graph in fp32 or bf16, and its
+OpenVINO INT8 graph (Q/DQ, symmetric, calibrated and smoothed at export).
+
+OpenVINO picks its inference precision itself: on CPUs with bf16 instructions it silently runs
+bf16 unless told otherwise. Here the precision is always a choice: fp32 sets
+``INFERENCE_PRECISION_HINT=f32``, bf16 sets ``bf16``, int8 runs the Q/DQ graph with
+``INT8_REST`` elsewhere. ``hints={}`` gives OpenVINO's own defaults (the bench's peer row), and
+the runner reads back what OpenVINO chose, so every result says what actually ran.
+
+Throughput: a batch is split over ``streams`` infer requests run at once, one CPU stream each
+(OpenVINO's throughput mode). On 2 cores that measured faster than one request on 2 threads,
+whose small ops do not parallelise (docs/results/cpu_backends.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fbinfer.backends.base import Runner
+from fbinfer.bundle.io_spec import LOGIT, batch_size
+from fbinfer.errors import FbinferError
+from fbinfer.threads import cpu_count
+
+PRECISIONS = ("fp32", "bf16", "int8")
+RUNS = "bundle"
+INSTALL = "pip install -e '.[openvino]' (or: pip install openvino)"
+HINTS = {"fp32": {"INFERENCE_PRECISION_HINT": "f32"}, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"}}
+INT8_REST = "bf16"  # precision of what the INT8 graph leaves unquantized (measured: docs/results/cpu_backends.md)
+GRAPHS = {"fp32": ("tensorrt", "fp32"), "bf16": ("tensorrt", "fp32"), "int8": ("openvino", "int8")}
+
+
+def unavailable() -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return f"OpenVINO is not installed: {INSTALL}"
+    return None
+
+
+def require() -> object:
+    why = unavailable()
+    if why:
+        raise FbinferError(why)
+    import openvino
+
+    return openvino
+
+
+def supports_bf16() -> bool:
+    ov = require()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVINORunner(Runner):
+    """An ONNX graph compiled by OpenVINO for the CPU.
+
+    ``hints``: OpenVINO properties (None: none, OpenVINO's defaults). ``streams``: infer requests
+    a batch is split over (1: one synchronous request on every core, as a plain user would run it).
+    """
+
+    def __init__(self, path: Path, hints: dict[str, str] | None = None, streams: int = 1, name: str | None = None):
+        self.path, self.hints, self.streams = Path(path), dict(hints or {}), max(1, streams)
+        self.name = name or f"openvino:{self.path.name}"
+        self.requests: list = []
+
+    def activate(self) -> OpenVINORunner:
+        if self.requests:
+            return self
+        ov = require()
+        core = ov.Core()
+        config = dict(self.hints)
+        if self.streams > 1:
+            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.streams)})
+        try:
+            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line messages
+            raise FbinferError(f"{self.path}: OpenVINO cannot compile it ({_ov_first_line(e)})") from None
+        self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
+        return self
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.activate()
+        n = batch_size(feeds)
+        parts = [p for p in np.array_split(np.arange(n), min(self.streams, n))]
+        if len(parts) == 1:
+            return {LOGIT: np.array(self.requests[0].infer(feeds)[0], dtype=np.float32)}
+        out = np.empty(n, dtype=np.float32)
+        for request, rows in zip(self.requests, parts):
+            request.start_async({k: np.ascontiguousarray(v[rows[0]:rows[-1] + 1]) for k, v in feeds.items()})
+        for request, rows in zip(self.requests, parts):
+            request.wait()
+            out[rows] = request.get_output_tensor(0).data
+        return {LOGIT: out}
+
+    def describe(self) -> dict[str, str]:
+        """The graph and what OpenVINO actually chose (the precision it runs, its streams)."""
+        self.activate()
+        chosen = {k: _text(self.compiled.get_property(k)) for k in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "PERFORMANCE_HINT")}
+        return {"graph": self.path.name, "hints": ",".join(f"{k}={v}" for k, v in self.hints.items()) or "defaults",
+                **{f"effective {k}": v for k, v in chosen.items()}}
+
+    def deactivate(self) -> None:
+        self.requests = []
+
+
+def _text(value: object) -> str:
+    """A compiled model's property as OpenVINO spells it in its hints (an element type as 'bf16', 'f32')."""
+    return value.to_string() if hasattr(value, "to_string") else str(value)
+
+
+def _ov_first_line(e: Exception) -> str:
+    """OpenVINO's messages start with 'Exception from src/...' lines; the first line that says something."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(("Exception from", "Check '")) and not ln.endswith(".cpp")]
+    return (said or lines or [type(e).__name__])[0][:160]
+
+
+def hints_for(precision: str) -> dict[str, str]:
+    """The properties that make ``precision`` a choice rather than OpenVINO's default."""
+    if precision == "int8":
+        return {"INFERENCE_PRECISION_HINT": INT8_REST if supports_bf16() else "f32"}
+    if precision == "bf16" and not supports_bf16():
+        raise FbinferError("precision bf16 on openvino: this CPU has no bf16 instructions (use fp32 or int8)")
+    return HINTS[precision]
+
+
+def runner(bundle, precision: str, device: str | None = None, graph: Path | None = None, hints: dict[str, str] | None = None,
+           streams: int | None = None) -> OpenVINORunner:
+    """The bundle's graph for ``precision`` with the hints that make it so; ``graph``, ``hints``
+    and ``streams`` override (the bench's peer: a plain export, OpenVINO's defaults, 1 stream)."""
+    if device not in (None, "cpu"):
+        raise FbinferError(f"device {device!r}: fbinfer runs OpenVINO on the CPU only")
+    path = graph or bundle.graph(*GRAPHS[precision])
+    return OpenVINORunner(path, hints_for(precision) if hints is None else hints, cpu_count() if streams is None else streams)

@@ -1,0 +1,81 @@
+"""Backend name -> its module: the runner factory, the precisions it offers, and why it cannot run
+here. ``fbinfer.load`` and ``fbinfer bench`` both resolve backends through this one table, so a new
+backend is one file in this package plus one line below.
+
+Each backend module defines ``PRECISIONS``, ``RUNS`` ("checkpoint" or "bundle"),
+``unavailable() -> str | None`` and ``runner(source, precision, device=None, **options) -> Runner``;
+it imports its engine lazily, so listing backends never fails for a missing optional package.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from fbinfer.backends.base import Runner
+from fbinfer.errors import FbinferError
+
+REGISTRY = {
+    "torch": "fbinfer.backends.pytorch",
+    "onnxruntime": "fbinfer.backends.onnxruntime",
+    "openvino": "fbinfer.backends.openvino",
+    "tensorrt": "fbinfer.backends.tensorrt",
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: ModuleType
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.module.PRECISIONS
+
+    @property
+    def runs(self) -> str:
+        return self.module.RUNS
+
+    def unavailable(self) -> str | None:
+        """Why it cannot run here, or None."""
+        return self.module.unavailable()
+
+
+def backend(name: str) -> Backend:
+    """A backend by name, or one line listing the backends (with why each unavailable one is)."""
+    if name not in REGISTRY:
+        raise FbinferError(f"backend {name!r} is unknown; choose from {listing()}")
+    return Backend(name, importlib.import_module(REGISTRY[name]))
+
+
+def listing() -> str:
+    """'torch, onnxruntime, openvino (not here: ...), tensorrt (not here: ...)'."""
+    parts = []
+    for name in REGISTRY:
+        why = backend(name).unavailable()
+        parts.append(name + (f" (not here: {why})" if why else ""))
+    return ", ".join(parts)
+
+
+def describe() -> dict[str, dict[str, Any]]:
+    """Every backend: its precisions, what it runs, and why it is unavailable here (None if it runs)."""
+    return {name: {"precisions": list(b.precisions), "runs": b.runs, "unavailable": b.unavailable()}
+            for name, b in ((n, backend(n)) for n in REGISTRY)}
+
+
+def open_runner(name: str, source: Any, precision: str, device: str | None = None, **options: Any) -> Runner:
+    """A runner of backend ``name`` for ``source`` (a Checkpoint or a Bundle) at ``precision``.
+    Checks, in order: the backend exists, offers the precision, runs here, and fits the source."""
+    b = backend(name)
+    if precision not in b.precisions:
+        raise FbinferError(f"precision {precision!r} on {name}: choose from {', '.join(b.precisions)}")
+    why = b.unavailable()
+    if why:
+        raise FbinferError(f"backend {name!r} is not available here: {why}")
+    from fbinfer.bundle import Bundle
+
+    if b.runs == "bundle" and not isinstance(source, Bundle):
+        raise FbinferError(f"{source.path}: a checkpoint runs on the torch backend; export it (fbinfer export {source.path}) "
+                           f"for {name}")
+    return b.module.runner(source, precision, device, **options)
