@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates README's bench table on this machine: every backend available here against torch
+# Regenerates the November bench table (docs/results/bench_2026-11.md) on this machine: every backend available here against torch
 # fp32 on the fixed candidate lists (QUERIES per direction), batches 1/8/64/256.
-# MODEL defaults to the default teacher (README "Training"); more models (e.g. a distilled
+# MODEL defaults to the default teacher (docs/results/training.md); more models (e.g. a distilled
 # student) can follow it in EXTRA and are benched side by side in the same run.
 set -euo pipefail
 MODEL=${1:-runs/teacher7/model.pt}

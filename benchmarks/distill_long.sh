@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README's long 2 x 384 student: distil for the first step count, then extend the finished run to
+# The long 2 x 384 student (docs/results/distillation.md): distil for the first step count, then extend the finished run to
 # each further count with --resume (the linear schedule restarts at the remaining fraction of the
 # peak lr), keeping every segment's checkpoint as DIR/distilled-2x384-N.pt for the table.
 # Usage: distill_long.sh TEACHER DATA DIR 2000,4000,6000 [more `fbinfer distill` options]

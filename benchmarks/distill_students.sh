@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Makes README's distillation table: from one teacher, a distilled 2 x 384 student and a distilled
+# Makes the distillation table (docs/results/distillation.md): from one teacher, a distilled 2 x 384 student and a distilled
 # 4 x 256 student (default losses), and the paper's plain truncated 2-layer model (the first two
 # teacher layers fine-tuned with the hard TIA loss only, same pairs, steps and lr); then measures
 # all of them alone (benchmarks/distill_table.py; TEACHER_EVAL, if given, is the teacher's
 # `fbinfer eval --json` on DATA, reused instead of evaluated again). The two distillations run
 # side by side, one core each (2-core machine); the truncated model after them. Options after
-# TEACHER_EVAL go to every `fbinfer distill` (README's 500-step table: --lr 1e-4, the old default).
+# TEACHER_EVAL go to every `fbinfer distill` (the 500-step table: --lr 1e-4, the old default).
 set -euo pipefail
 TEACHER=${1:-runs/teacher7/model.pt}
 DATA=${2:-runs/data}

@@ -1,4 +1,4 @@
-"""README's distillation table: teacher vs students, Rank@1/5/10 both directions on the fixed
+"""The distillation table (docs/results/distillation.md): teacher vs students, Rank@1/5/10 both directions on the fixed
 candidate lists (all queries, as ``fbinfer eval``), parameters, torch fp32 pairs/s at batch 64.
 
 Measures every model one after another in this process (so the speeds share one machine state)

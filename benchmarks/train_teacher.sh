@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Rebuilds README's default teacher from nothing: the synthetic catalogue, stage 1 (3,000 steps,
+# Rebuilds the default teacher (docs/results/training.md) from nothing: the synthetic catalogue, stage 1 (3,000 steps,
 # every negative from the same sub-category, trained as 1,200 then resumed to 1,800 and 3,000,
 # keeping the step-1,200 checkpoint for the short recipe), stage 2 (600 steps, half the negatives
 # from any product, lower lr), then `fbinfer eval`. 90-110 min on 2 cores,
-# plus 8 min of eval (README). Options after DATA and DIR go to every `fbinfer train`
-# (e.g. --precision bf16: README has its time and the teacher it made).
+# plus 8 min of eval. Options after DATA and DIR go to every `fbinfer train`
+# (e.g. --precision bf16: docs/results/training.md has its time and the teacher it made).
 # Usage: train_teacher.sh [DATA] [DIR] [more `fbinfer train` options]
 set -euo pipefail
 DATA=${1:-runs/data}

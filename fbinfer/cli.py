@@ -76,7 +76,7 @@ def train_cmd(
     head_lr: Annotated[float, typer.Option(help="Learning rate of the patch embedding and heads.")] = 1e-4,
     loss_weighting: Annotated[str, typer.Option(help="grad (paper), loss (released code) or fixed.")] = "grad",
     fixed_weights: Annotated[str, typer.Option(help="MLM,MPM,TIA weights for --loss-weighting fixed.")] = "1,1,1",
-    tia_warmup_steps: Annotated[int, typer.Option(help="First steps: TIA only, random negatives, no masking, constant lr (a curriculum; see README).")] = 200,
+    tia_warmup_steps: Annotated[int, typer.Option(help="First steps: TIA only, random negatives, no masking, constant lr (a curriculum; docs/training.md).")] = 200,
     hard_ratio: Annotated[float, typer.Option(help="Share of negatives from the same sub-category after the warm-up (the rest: any other product).")] = 0.5,
     lists: Annotated[int, typer.Option(help="Ranking lists per batch after the warm-up; TIA adds their softmax cross-entropy.")] = 0,
     list_size: Annotated[int, typer.Option(help="Pairs per ranking list (the truth first).")] = 16,
@@ -245,6 +245,7 @@ def bench_cmd(
     backends: Annotated[str | None, typer.Option(help="Comma list of backends (default: every one available here).")] = None,
     queries: Annotated[int | None, typer.Option(help="Eval queries per direction (default: all, as fbinfer eval).")] = None,
     seconds: Annotated[float, typer.Option(help="Minimum timed seconds per batch size and backend.")] = 3.0,
+    max_drift: Annotated[float, typer.Option(help="Rank@1 points (both directions) within which fbinfer's paths enter the summary.")] = 1.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
     report: Annotated[Path | None, typer.Option(help="Folder for report.md and PNG plots.")] = None,
 ) -> None:
@@ -264,7 +265,8 @@ def bench_cmd(
             raise FbinferError(f"nothing to bench: no model given and no demo models in {default_workdir()}; run `fbinfer demo` first")
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
-    bc = BenchConfig(batches=batches, backends=_csv(backends) if backends else None, queries=queries, min_seconds=seconds)
+    bc = BenchConfig(batches=batches, backends=_csv(backends) if backends else None, queries=queries, min_seconds=seconds,
+                     max_drift=max_drift)
     result = bench(models, data, bc, progress=lambda m: console.print(f"[dim]{m}[/]"))
     console.print(bench_table(result))
     if result["summary"]:
@@ -276,6 +278,21 @@ def bench_cmd(
         console.print(f"wrote {json_out}")
     if report:
         console.print("wrote " + ", ".join(str(p) for p in write_report(result, report)))
+
+
+@app.command("backends")
+def backends_cmd() -> None:
+    """The backends, the precisions each offers, and why any cannot run on this machine."""
+    from rich.table import Table
+
+    from fbinfer.backends import describe
+
+    table = Table(title="fbinfer backends on this machine")
+    for col in ("backend", "runs", "precisions", "available here"):
+        table.add_column(col)
+    for name, b in describe().items():
+        table.add_row(name, b["runs"], ", ".join(b["precisions"]), "yes" if b["unavailable"] is None else f"no: {b['unavailable']}")
+    console.print(table)
 
 
 @app.command("demo")

@@ -57,8 +57,8 @@ def test_drift_on_hand_made_matrices():
 
 @pytest.fixture(scope="module")
 def tiny_bench(tiny_bundle, tiny_data):
-    bc = BenchConfig(batches=(1, 4), backends=("ort-fused", "ort-int8", "trt-fp16-graph", "tensorrt-fp16"), queries=3,
-                     min_seconds=0.05, min_iters=2)
+    bc = BenchConfig(batches=(1, 4), backends=("ort-fused", "ort-int8", "ov-default", "ov-int8", "torch-int8-dynamic",
+                                                "trt-fp16-graph", "tensorrt-fp16"), queries=3, min_seconds=0.05, min_iters=2)
     return bench([tiny_bundle], tiny_data, bc, progress=lambda m: None)
 
 
@@ -66,8 +66,8 @@ def test_bench_json_schema(tiny_bench):
     r = tiny_bench
     assert {"cpu_threads", "platform", "peak_flops", "versions"} <= set(r["machine"])
     keys = {(x["key"], x["batch"]) for x in r["results"]}
-    assert keys == {("torch-fp32", 1), ("torch-fp32", 4), ("ort-fused", 1), ("ort-fused", 4), ("ort-int8", 1), ("ort-int8", 4),
-                    ("trt-fp16-graph", None)}
+    timed = ("torch-fp32", "ort-fused", "ort-int8", "ov-default", "ov-int8", "torch-int8-dynamic")
+    assert keys == {(k, b) for k in timed for b in (1, 4)} | {("trt-fp16-graph", None)}
     for x in r["results"]:
         assert {"model", "backend", "precision", "variant", "batch", "rank"} <= set(x)
         assert set(x["rank"]["image_to_text"]) >= {"rank1", "rank5", "rank10"}
@@ -78,9 +78,38 @@ def test_bench_json_schema(tiny_bench):
         else:
             assert {"d_rank1_i2t", "d_rank1_t2i", "d_rank5_i2t", "d_rank10_t2i", "top1_agreement", "spearman", "max_abs_dlogit",
                     "mean_abs_dlogit"} <= set(x["drift"])
+    peers = {x["key"] for x in r["results"] if x["peer"]}
+    assert peers == {"torch-fp32", "ov-default", "torch-int8-dynamic"}
+    ov = {x["key"]: x for x in r["results"] if x["backend"] == "openvino"}
+    assert ov["ov-default"]["settings"]["hints"] == "defaults" and ov["ov-default"]["settings"]["graph"] == "plain.fp32.onnx"
+    assert ov["ov-default"]["precision"] in ("fp32", "bf16")  # what OpenVINO chose, read back
+    assert ov["ov-int8"]["settings"]["graph"] == "ov.int8.onnx" and ov["ov-int8"]["precision"] == "int8"
     fused = next(x for x in r["results"] if x["key"] == "ort-fused")
     assert fused["drift"]["max_abs_dlogit"] < 1e-4 and fused["drift"]["top1_agreement"] == 1.0
     assert "TensorRT is not installed" in r["skipped"]["tiny/tensorrt-fp16"]
+
+
+def test_summary_puts_the_fastest_path_within_the_drift_bar_beside_the_fastest_peer(tiny_bench):
+    rows = [x for x in tiny_bench["results"] if x["batch"] == 4]
+    for s in (s for s in tiny_bench["summary"] if s["batch"] == 4):
+        ours = [x for x in rows if not x["peer"] and max(abs(x["drift"]["d_rank1_i2t"]), abs(x["drift"]["d_rank1_t2i"])) <= 1.0]
+        assert s["best"] == max(ours, key=lambda x: x["pairs_per_s"])["key"]
+        assert s["best_peer"] == max((x for x in rows if x["peer"]), key=lambda x: x["pairs_per_s"])["key"]
+        assert s["ratio"] == pytest.approx(s["best_pairs_per_s"] / s["peer_pairs_per_s"], rel=1e-3)
+    assert {s["batch"] for s in tiny_bench["summary"]} <= {1, 4}
+
+
+def test_bench_reference_is_fbinfer_eval(tiny_bench, tiny_bundle, tiny_data):
+    """The bench's torch-fp32 row ranks exactly as ``fbinfer eval`` does on the same queries."""
+    from fbinfer.bundle import Bundle
+    from fbinfer.data.features import FeatureStore
+    from fbinfer.data.source import load_data
+    from fbinfer.evaluation.evaluate import evaluate, torch_scorer
+
+    ck, data = Bundle.open(tiny_bundle).load_source(), load_data(tiny_data)
+    rep, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test)), data, queries=3)
+    ref = next(x for x in tiny_bench["results"] if x["key"] == "torch-fp32")
+    assert ref["rank"] == rep
 
 
 def test_report_files(tiny_bench, tmp_path):

@@ -3,6 +3,8 @@ dynamic INT8 quantization of the Linear layers (the last two are the bench's pee
 would try without fbinfer)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from fbinfer.backends.base import Runner, first_line
@@ -31,7 +33,9 @@ class TorchRunner(Runner):
         import torch
 
         if self.precision == "int8":
-            self.model = torch.ao.quantization.quantize_dynamic(self.model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao; it is still what a user tries first
+                warnings.simplefilter("ignore")
+                self.model = torch.ao.quantization.quantize_dynamic(self.model.float(), {torch.nn.Linear}, dtype=torch.qint8)
         else:
             self.model.to(device=self.device, dtype=dtype(self.precision))
         if self.compile:

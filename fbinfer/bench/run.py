@@ -10,8 +10,10 @@ directions beside the fastest peer, per batch size.
 """
 from __future__ import annotations
 
+import math
 import platform
 import resource
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,12 @@ from fbinfer.backends.registry import open_runner
 from fbinfer.bench.drift import drift
 from fbinfer.bench.flops import flops_per_pair
 from fbinfer.bundle import Bundle
-from fbinfer.bundle.io_spec import ATTENTION_MASK, make_feeds
+from fbinfer.bundle.io_spec import ATTENTION_MASK, batch_size, make_feeds
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource, load_data
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.evaluate import RunnerScorer, eval_pairs, report, score_matrices, score_pairs
-from fbinfer.evaluation.timing import peak_flops, time_runner
+from fbinfer.evaluation.timing import Timing, peak_flops, times_in_turns, timing
 from fbinfer.export.exporter import ExportConfig, default_bundle_dir, export_bundle, versions
 from fbinfer.export.graphs import export_plain
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
@@ -67,7 +69,8 @@ VARIANTS = (
             options=(("hints", {}), ("streams", 1))),
     Variant("ov-fp32", "openvino", "fp32", "f32 hint"),
     Variant("ov-bf16", "openvino", "bf16", "bf16 hint"),
-    Variant("ov-int8", "openvino", "int8", "Q/DQ graph"),
+    Variant("ov-int8", "openvino", "int8", "Q/DQ graph, f32 elsewhere"),
+    Variant("ov-int8-bf16", "openvino", "int8", "Q/DQ graph, bf16 elsewhere", options=(("hints", {"INFERENCE_PRECISION_HINT": "bf16"}),)),
     Variant("trt-fp16-graph", "onnxruntime", "fp16", "numerics only", timed=False),
     Variant("trt-int8-graph", "onnxruntime", "int8", "numerics only", timed=False, graph=("tensorrt", "int8")),
     Variant("tensorrt-fp16", "tensorrt", "fp16", "engine"),
@@ -179,6 +182,8 @@ def effective_precision(v: Variant, settings: dict[str, str]) -> str:
 
 
 def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Callable[[str], None] = print) -> dict:
+    """Every row of every model: drift on the eval candidate lists, then speed, the rows of one
+    model timed in turns on the same batches (``time_rows``)."""
     import torch
 
     bc = bc.validate()
@@ -196,8 +201,9 @@ def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Call
         store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test)
         pairs = eval_pairs(mb.data, bc.queries)
         every_pair = eval_pairs(mb.data)
-        feeds = {b: timing_feeds(mb, store, every_pair, b) for b in bc.batches}
         ref_report = ref_mats = None
+        rows: dict[str, dict] = {}
+        timed: dict[str, Runner] = {}
         for v in VARIANTS:
             if bc.backends is not None and v.key not in bc.backends and v.key != REFERENCE:
                 continue
@@ -206,35 +212,55 @@ def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Call
                 skipped[f"{mb.name}/{v.key}"] = why
                 continue
             progress(f"{mb.name}: {v.key}")
-            with runner:
-                scores = score_pairs(RunnerScorer(runner, mb.ck.tokenizer(), store), mb.data, pairs, desc=f"{v.key}: eval pairs")
-                rep, mats = report(mb.data, scores, bc.queries), score_matrices(mb.data, scores, bc.queries)
-                if not np.isfinite(np.concatenate(list(mats.values()))).all():
-                    raise FbinferError(f"{mb.name} on {v.key}: non-finite scores (NaN or inf); the model or graph is broken")
-                if v.key == REFERENCE:
-                    ref_report, ref_mats = rep, mats
-                settings = runner.describe()
-                precision = effective_precision(v, settings)
-                base = {"model": mb.name, "backend": v.backend, "precision": precision, "variant": v.variant, "key": v.key,
-                        "peer": v.peer, "settings": settings, "rank": rep}
-                if v.key != REFERENCE:
-                    base["drift"] = drift(ref_report, rep, ref_mats, mats)
-                if not v.timed:
-                    results.append({**base, "batch": None})
-                    continue
-                for b, f in feeds.items():
-                    t = time_runner(runner, f, min_iters=bc.min_iters, min_seconds=bc.min_seconds)
-                    text_len = float(f[ATTENTION_MASK].sum(1).mean())
-                    peak_key = precision if precision in machine["peak_flops"] else "fp32"
-                    results.append({**base, "batch": b, "pairs_per_s": round(t.pairs_per_s, 2), "latency_ms": t.latency(),
-                                    "iterations": t.iterations, "threads": torch.get_num_threads(),
-                                    "pct_of_peak": round(100 * flops_per_pair(mb.ck.config, round(text_len)) * t.pairs_per_s
-                                                         / machine["peak_flops"][peak_key], 2),
-                                    "peak_precision": peak_key})
+            scores = score_pairs(RunnerScorer(runner, mb.ck.tokenizer(), store), mb.data, pairs, desc=f"{v.key}: eval pairs")
+            rep, mats = report(mb.data, scores, bc.queries), score_matrices(mb.data, scores, bc.queries)
+            if not np.isfinite(np.concatenate(list(mats.values()))).all():
+                raise FbinferError(f"{mb.name} on {v.key}: non-finite scores (NaN or inf); the model or graph is broken")
+            if v.key == REFERENCE:
+                ref_report, ref_mats = rep, mats
+            settings = runner.describe()
+            rows[v.key] = {"model": mb.name, "backend": v.backend, "precision": effective_precision(v, settings),
+                           "variant": v.variant, "key": v.key, "peer": v.peer, "settings": settings, "rank": rep}
+            if v.key != REFERENCE:
+                rows[v.key]["drift"] = drift(ref_report, rep, ref_mats, mats)
+            if v.timed:
+                timed[v.key] = runner
+            else:
+                runner.deactivate()
+                results.append({**rows[v.key], "batch": None})
+        for b in bc.batches:
+            feeds = timing_feeds(mb, store, every_pair, b)
+            text_len = float(feeds[ATTENTION_MASK].sum(1).mean())
+            for key, t in time_rows(timed, feeds, bc, f"{mb.name}: batch {b}, rows in turns").items():
+                precision = rows[key]["precision"]
+                peak_key = precision if precision in machine["peak_flops"] else "fp32"
+                results.append({**rows[key], "batch": b, "pairs_per_s": round(t.pairs_per_s, 2), "latency_ms": t.latency(),
+                                "iterations": t.iterations, "threads": torch.get_num_threads(),
+                                "pct_of_peak": round(100 * flops_per_pair(mb.ck.config, round(text_len)) * t.pairs_per_s
+                                                     / machine["peak_flops"][peak_key], 2),
+                                "peak_precision": peak_key})
+        for runner in timed.values():
+            runner.deactivate()
+    order, names = {v.key: i for i, v in enumerate(VARIANTS)}, list(dict.fromkeys(r["model"] for r in results))
+    results.sort(key=lambda r: (names.index(r["model"]), order[r["key"]], r["batch"] or 0))  # rows by model, row, batch
     machine["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return {"machine": machine, "config": {"batches": list(bc.batches), "queries": bc.queries, "min_seconds": bc.min_seconds,
-                                           "max_drift": bc.max_drift},
+                                           "max_drift": bc.max_drift, "timing": "rows of a model in turns, per batch size"},
             "results": results, "skipped": skipped, "summary": summary(results, bc.max_drift)}
+
+
+def time_rows(runners: dict[str, Runner], feeds: dict[str, np.ndarray], bc: BenchConfig, desc: str) -> dict[str, Timing]:
+    """Every row on the same batch, in turns (one call each per round), for as many rounds as give
+    the slowest row ``min_seconds`` and every row at least ``min_iters`` calls."""
+    calls = [lambda r=r: r.infer(feeds) for r in runners.values()]
+    slowest = 0.0
+    for call in calls:
+        start = time.perf_counter()
+        call()
+        slowest = max(slowest, time.perf_counter() - start)
+    rounds = max(bc.min_iters, math.ceil(bc.min_seconds / max(slowest, 1e-6)))
+    times = times_in_turns(calls, rounds, desc)
+    return {key: timing(t, batch_size(feeds)) for key, t in zip(runners, times)}
 
 
 def summary(results: list[dict], max_drift: float) -> list[dict]:

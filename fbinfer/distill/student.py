@@ -27,7 +27,7 @@ class StudentSpec:
     layers: int = 2
     hidden: int | None = None  # None: the teacher's
     heads: int | None = None  # None: keep the teacher's head size
-    init_layers: str = "uniform"  # "uniform": spread over the depth (TinyBERT's map); "first": the bottom ones (README)
+    init_layers: str = "uniform"  # "uniform": spread over the depth (TinyBERT's map); "first": the bottom ones (docs/distillation.md)
 
     def config(self, teacher: FashionBertConfig) -> FashionBertConfig:
         """The student's config; errors name the option that does not fit the teacher."""

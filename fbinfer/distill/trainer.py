@@ -75,7 +75,7 @@ class DistillConfig:
     steps: int | None = None  # or epochs
     epochs: float | None = None
     batch_size: int = 32  # global, over all processes
-    lr: float = 3e-4  # beat 1e-4 at 500 steps (A/B) and reached the goal at 4,500 (README)
+    lr: float = 3e-4  # beat 1e-4 at 500 steps (A/B) and reached the goal at 4,500 (docs/results/distillation.md)
     proj_lr: float = 1e-3  # the hidden-state projections (new parameters)
     warmup: float = 0.06
     weight_decay: float = 0.01
@@ -83,7 +83,7 @@ class DistillConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     hard_ratio: float = 0.5  # share of the pairs' negatives from the same sub-category (as training)
     extra_negatives: float = 0.5  # extra same-sub-category negatives per batch, as a share of batch_size
-    lists: int = 0  # ranking lists per global batch for the rank term (off: it measured worse, README)
+    lists: int = 0  # ranking lists per global batch for the rank term (off: it measured worse, docs/results/distillation.md)
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     dropout: float | None = None  # the student's dropout; None keeps the teacher's
     precision: str = "fp32"  # of both forward passes: fp32 or bf16 (autocast; weights and optimizer stay fp32)

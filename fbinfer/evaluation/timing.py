@@ -30,7 +30,6 @@ class Timing:
 def time_runner(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 3, min_iters: int = 10,
                 min_seconds: float = 3.0) -> Timing:
     """At least ``min_iters`` calls and ``min_seconds`` after ``warmup`` calls; latency in ms per batch."""
-    batch = batch_size(feeds)
     for _ in range(warmup):
         runner.infer(feeds)
     times: list[float] = []
@@ -38,15 +37,21 @@ def time_runner(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 3, m
     while len(times) < min_iters or time.perf_counter() - start < min_seconds:
         t = time.perf_counter()
         runner.infer(feeds)
-        times.append(time.perf_counter() - t)
-    ms = np.array(times) * 1e3
-    return Timing(batch * len(times) / sum(times), *np.percentile(ms, [50, 95, 99]).tolist(), len(times))
+        times.append((time.perf_counter() - t) * 1e3)
+    return timing(times, batch_size(feeds))
 
 
-def median_ms_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc: str = "timing, in turns") -> list[float]:
-    """Median milliseconds of each call, the calls taking turns in every round (after one warm-up
-    round), so that a shared machine's slow spells fall on all of them alike: for ratios between
-    backends, where timing each alone was seen to drift by 20 % between identical graphs."""
+def timing(ms: Sequence[float], batch: int) -> Timing:
+    """pairs/s and latency percentiles from the milliseconds of calls on batches of ``batch`` pairs."""
+    a = np.asarray(ms, dtype=np.float64)
+    return Timing(batch * len(a) / (a.sum() / 1e3), *np.percentile(a, [50, 95, 99]).tolist(), len(a))
+
+
+def times_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc: str = "timing, in turns") -> list[list[float]]:
+    """Milliseconds of every call of each contender, the contenders taking turns in every round
+    (after one warm-up round), so that a shared machine's slow spells fall on all of them alike:
+    for ratios between backends, where timing each alone was seen to drift by 20 % between
+    identical graphs."""
     for call in calls:
         call()
     times: list[list[float]] = [[] for _ in calls]
@@ -55,7 +60,12 @@ def median_ms_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc:
             start = time.perf_counter()
             call()
             t.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+    return times
+
+
+def median_ms_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc: str = "timing, in turns") -> list[float]:
+    """Median milliseconds of each contender, timed in turns (``times_in_turns``)."""
+    return [statistics.median(t) for t in times_in_turns(calls, rounds, desc)]
 
 
 def peak_flops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 20, device: str = "cpu") -> float:

@@ -7,7 +7,7 @@ unless its drift is more than twice the other's. Both measurements go into the m
 
 Both quantize weights per output channel and keep the same parts in float as the TensorRT INT8
 graph (``CalibrationConfig.exclude``: embeddings, head, layer 0 by default). Measured on the
-6-layer teacher (README, "CPU INT8 on the default teacher"): per-tensor weights over every
+6-layer teacher (docs/results/export.md): per-tensor weights over every
 MatMul moved image -> text Rank@1 by 8 points; per-channel weights cut the mean |delta logit|
 3.5x, and keeping layer 0 (fed by the raw text and patch embeddings) in float cut it further
 at about 10 % of the speed-up. What remained was in the per-tensor activation scales, which a

@@ -47,7 +47,7 @@ class ExportConfig:
     fp32_head: bool = True  # pooler + TIA logit in FP32
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cpu_int8: str = "auto"
-    smooth_alpha: float = 0.75  # SmoothQuant migration strength for both INT8 graphs, 0 = off (README, "CPU INT8")
+    smooth_alpha: float = 0.75  # SmoothQuant migration strength for both INT8 graphs, 0 = off (docs/export.md)
     parity_queries: int = 8  # per direction, each with 101 candidates
     fp32_tolerance: float = 1e-4
 

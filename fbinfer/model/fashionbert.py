@@ -42,7 +42,7 @@ class PatchEmbedding(nn.Module):
     patches as an [IMG] token (as ViLBERT's IMG token) and is also added to every patch token.
     Why: the 64 patches differ mostly by background, so [CLS] sees no consistent image signal;
     in a TIA-only probe the variants with g in every image token left chance after ~150 steps
-    and plain patches did not (one random stream; README, "Training: what we measured").
+    and plain patches did not (one random stream; docs/results/training.md).
     Exported, it is still one MatMul + bias over all patches, a ReduceMean and adds (Linear is
     linear: g = Linear(mean feature)).
 

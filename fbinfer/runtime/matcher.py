@@ -38,7 +38,7 @@ class Matcher:
                  buckets: tuple[int, ...] | None = None):
         """``buckets``: pad each batch to the next of these lengths (fewer shapes for engines with
         tuned profiles); None pads to the batch's longest caption, which measured ~10 % faster on
-        ONNX Runtime CPU (README, "Serving")."""
+        ONNX Runtime CPU (docs/serving.md)."""
         self.runner, self.tokenizer, self.config = runner.activate(), tokenizer, cfg
         self.batch_size = batch_size
         self.buckets = tuple(sorted(b for b in buckets if b <= cfg.max_text_len)) if buckets else ()
