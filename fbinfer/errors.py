@@ -6,3 +6,9 @@ class FbinferError(Exception):
 
     The message must name what is wrong: the file, the line or field, the value.
     """
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's first line, for one-line errors (some libraries raise empty or multi-line messages)."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

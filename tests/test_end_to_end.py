@@ -143,6 +143,9 @@ def test_eval_scores_are_identical_across_runs(tiny_model, tiny_data):
     (["train", "--data", "DATA", "-o", "x.pt", "--loss-weighting", "magic"], "--loss-weighting"),
     (["train", "--data", "DATA", "-o", "x.pt", "--steps", "0"], "--steps: must be positive"),
     (["train", "--data", "DATA", "-o", "x.pt", "--precision", "fp16"], "--precision 'fp16'"),
+    (["train", "--data", "DATA", "-o", "x.pt", "--lr", "0"], "--lr: must be positive"),
+    (["train", "--data", "DATA", "-o", "x.pt", "--fixed-weights", "1,1"], "--fixed-weights: 1.0,1.0 is not three numbers"),
+    (["train", "--data", "DATA", "-o", "x.pt", "--checkpoint-every", "0"], "--checkpoint-every: must be >= 1"),
     (["data", "synth", "-o", "DATA"], "not empty"),
 ])
 def test_cli_errors_are_one_line(tmp_path, tiny_data, args, message):

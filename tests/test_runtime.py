@@ -161,3 +161,37 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_bundle, tmp_path, catalogue):
         build_engine(bundle, precision, max_batch=64, opt_batch=16)
         got = fbinfer.load(bundle / f"engine.{precision}.plan").score(texts, paths)
         np.testing.assert_allclose(got, ref, atol=tol)
+
+
+def test_library_misuse_is_one_fbinfer_error(tiny_bundle, catalogue):
+    paths, texts = catalogue
+    m = fbinfer.load(tiny_bundle)
+    for k in (0, -1, 1.5, True, "3"):
+        with pytest.raises(FbinferError, match="k must be a positive integer"):
+            m.rank(texts[0], paths, k=k)
+    assert len(m.rank(texts[0], paths, k=3).indices) == 3
+    with pytest.raises(FbinferError, match="texts must be a list of caption strings"):
+        m.score([1, 2], paths[:2])
+    with pytest.raises(FbinferError, match="images must be a list or an array, not NoneType"):
+        m.score(texts[:2], None)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(FbinferError, match="batch_size must be a positive integer"):
+            fbinfer.load(tiny_bundle, batch_size=bad)
+
+
+def test_non_finite_scores_are_an_error_not_a_ranking(tiny_model, tiny_data, tmp_path):
+    """A NaN in the TIA head once evaluated as Rank@1 100 (``scores >= truth`` is false for NaN)."""
+    import torch
+
+    from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(tiny_model)
+    with torch.no_grad():
+        ck.model.tia.bias.fill_(float("nan"))
+    broken = tmp_path / "nan.pt"
+    save_checkpoint(Checkpoint(ck.model, ck.vocab, ck.meta), broken)
+    r = run_cli("eval", str(broken), "--data", str(tiny_data))
+    assert r.returncode == 1 and "nan.pt: non-finite scores" in r.stderr and "Traceback" not in r.stderr
+    paths = [str(tiny_data / it.image) for it in load_data(tiny_data).test[:3]]
+    with pytest.raises(FbinferError, match="returned non-finite scores"):
+        fbinfer.load(broken).score(["a red dress"] * 3, paths)

@@ -31,8 +31,3 @@ class Runner:
     def __exit__(self, *exc) -> None:
         self.deactivate()
 
-
-def first_line(e: BaseException, limit: int = 160) -> str:
-    """An exception's first line, for one-line errors (some engines raise empty or multi-line messages)."""
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fbinfer.backends.base import Runner, first_line
+from fbinfer.backends.base import Runner
 from fbinfer.bundle.io_spec import OUTPUT_NAMES
-from fbinfer.errors import FbinferError
+from fbinfer.errors import FbinferError, first_line
 
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPHS = {"fp32": ("onnxruntime", "fp32"), "fp16": ("tensorrt", "fp16"), "int8": ("onnxruntime", "int8")}

@@ -7,9 +7,9 @@ bf16 unless told otherwise. Here the precision is always a choice: fp32 sets
 ``INT8_REST`` (f32) elsewhere. ``hints={}`` gives OpenVINO's own defaults (the bench's peer row), and
 the runner reads back what OpenVINO chose, so every result says what actually ran.
 
-Throughput: a batch is split over ``streams`` infer requests run at once, one CPU stream each
-(OpenVINO's throughput mode). On 2 cores that measured faster than one request on 2 threads,
-whose small ops do not parallelise (docs/results/cpu_backends.md).
+Throughput: OpenVINO's throughput mode picks the CPU streams (2 on 2 cores), and a batch is
+split over that many infer requests run at once. On 2 cores that measured faster than one
+request on 2 threads, whose small ops do not parallelise (docs/results/cpu_backends.md).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import numpy as np
 from fbinfer.backends.base import Runner
 from fbinfer.bundle.io_spec import LOGIT, batch_size
 from fbinfer.errors import FbinferError
-from fbinfer.threads import cpu_count
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNS = "bundle"
@@ -57,12 +56,13 @@ def supports_bf16() -> bool:
 class OpenVINORunner(Runner):
     """An ONNX graph compiled by OpenVINO for the CPU.
 
-    ``hints``: OpenVINO properties (None: none, OpenVINO's defaults). ``streams``: infer requests
-    a batch is split over (1: one synchronous request on every core, as a plain user would run it).
+    ``hints``: OpenVINO properties ({}: OpenVINO's defaults). ``streams``: None lets OpenVINO's
+    throughput mode choose the streams (2 on 2 cores) and splits each batch over that many
+    requests; a number sets it; 1 is one synchronous request on every core, as a plain user runs it.
     """
 
-    def __init__(self, path: Path, hints: dict[str, str] | None = None, streams: int = 1, name: str | None = None):
-        self.path, self.hints, self.streams = Path(path), dict(hints or {}), max(1, streams)
+    def __init__(self, path: Path, hints: dict[str, str] | None = None, streams: int | None = 1, name: str | None = None):
+        self.path, self.hints, self.streams = Path(path), dict(hints or {}), streams
         self.name = name or f"openvino:{self.path.name}"
         self.requests: list = []
 
@@ -72,19 +72,22 @@ class OpenVINORunner(Runner):
         ov = require()
         core = ov.Core()
         config = dict(self.hints)
-        if self.streams > 1:
-            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.streams)})
+        if self.streams != 1:
+            config["PERFORMANCE_HINT"] = "THROUGHPUT"
+            if self.streams:
+                config["NUM_STREAMS"] = str(self.streams)
         try:
             self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line messages
             raise FbinferError(f"{self.path}: OpenVINO cannot compile it ({_ov_first_line(e)})") from None
-        self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
+        n = 1 if self.streams == 1 else int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.requests = [self.compiled.create_infer_request() for _ in range(n)]
         return self
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.activate()
         n = batch_size(feeds)
-        parts = [p for p in np.array_split(np.arange(n), min(self.streams, n))]
+        parts = [p for p in np.array_split(np.arange(n), min(len(self.requests), n))]
         if len(parts) == 1:
             return {LOGIT: np.array(self.requests[0].infer(feeds)[0], dtype=np.float32)}
         out = np.empty(n, dtype=np.float32)
@@ -134,4 +137,4 @@ def runner(bundle, precision: str, device: str | None = None, graph: Path | None
     if device not in (None, "cpu"):
         raise FbinferError(f"device {device!r}: fbinfer runs OpenVINO on the CPU only")
     path = graph or bundle.graph(*GRAPHS[precision])
-    return OpenVINORunner(path, hints_for(precision) if hints is None else hints, cpu_count() if streams is None else streams)
+    return OpenVINORunner(path, hints_for(precision) if hints is None else hints, streams)

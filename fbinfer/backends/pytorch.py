@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 
-from fbinfer.backends.base import Runner, first_line
+from fbinfer.backends.base import Runner
 from fbinfer.bundle.io_spec import INPUT_NAMES, LOGIT
-from fbinfer.errors import FbinferError
+from fbinfer.errors import FbinferError, first_line
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 RUNS = "checkpoint"

@@ -18,6 +18,7 @@ from fbinfer.data.candidates import DIRECTIONS, Query
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
+from fbinfer.errors import FbinferError
 from fbinfer.evaluation.metrics import accuracy, auc, rank_at_k, ranks_of_truth
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.model.tokenizer import TextTokenizer
@@ -99,7 +100,11 @@ def report(data: DataSource, scores: dict[tuple[int, int], float], queries: int 
     return result
 
 
-def evaluate(scorer: Scorer, data: DataSource, queries: int | None = None, batch_size: int = 64) -> tuple[dict, dict[tuple[int, int], float]]:
-    """(report, raw pair scores): the scores are kept so backends can be compared pair by pair."""
+def evaluate(scorer: Scorer, data: DataSource, queries: int | None = None, batch_size: int = 64,
+             name: str = "the model") -> tuple[dict, dict[tuple[int, int], float]]:
+    """(report, raw pair scores): the scores are kept so backends can be compared pair by pair.
+    Non-finite scores are an error: ``scores >= truth`` is false for NaN, so they would rank first."""
     scores = score_pairs(scorer, data, eval_pairs(data, queries), batch_size)
+    if not np.isfinite(np.fromiter(scores.values(), dtype=np.float64)).all():
+        raise FbinferError(f"{name}: non-finite scores (NaN or inf) in eval; its weights are broken")
     return report(data, scores, queries), scores

@@ -35,7 +35,7 @@ def run_eval(model_path: Path, data: DataSource, console: Console, json_out: Pat
     torch_threads()
     ck = load_checkpoint(model_path)
     store = FeatureStore(data, ck.config).ensure(data.test)
-    result, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), store), data, queries, batch_size)
+    result, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), store), data, queries, batch_size, name=str(model_path))
     result["model"] = str(model_path)
     result["data"] = str(data.path)
     console.print(rank_table(f"Rank@K ({result['image_to_text']['queries']} queries per direction, "

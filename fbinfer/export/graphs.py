@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from fbinfer.bundle.io_spec import BATCH, INPUT_NAMES, OUTPUT_NAMES, TEXT, example_feeds
-from fbinfer.errors import FbinferError
+from fbinfer.errors import FbinferError, first_line
 from fbinfer.export.graph import ExportGraph
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
@@ -145,7 +145,7 @@ def check_graph(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise FbinferError(f"export failed: {path.name} is not valid ONNX ({str(e).strip().splitlines()[0][:200]})") from None
+        raise FbinferError(f"export failed: {path.name} is not valid ONNX ({first_line(e, 200)})") from None
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:

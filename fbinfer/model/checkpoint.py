@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from fbinfer.errors import FbinferError
+from fbinfer.errors import FbinferError, first_line
 from fbinfer.fileio import atomic_path
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
@@ -65,7 +65,7 @@ def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for truncated or foreign files
-        raise FbinferError(f"{p}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise FbinferError(f"{p}: not a readable checkpoint ({type(e).__name__}: {first_line(e, 120)})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise FbinferError(f"{p}: not a FashionBERT checkpoint (no '{FORMAT}' format tag)")
     if blob.get("format_version") != FORMAT_VERSION:
@@ -82,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as e:
-        raise FbinferError(f"{p}: weights do not match its config ({str(e).splitlines()[0][:160]})") from None
+        raise FbinferError(f"{p}: weights do not match its config ({first_line(e)})") from None
     if len(blob["vocab"]) != cfg.vocab_size:
         raise FbinferError(f"{p}: vocab has {len(blob['vocab'])} tokens, config says {cfg.vocab_size}")
     model.eval()

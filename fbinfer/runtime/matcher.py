@@ -56,8 +56,10 @@ class Matcher:
 
     def score(self, texts: Sequence[str], images: Sequence[ImageLike] | np.ndarray) -> np.ndarray:
         """Match logits of aligned pairs (texts[i], images[i]); higher means a better match."""
-        if isinstance(texts, str):
-            raise FbinferError("score(texts, images): texts must be a list of captions, not one string")
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+            raise FbinferError("score(texts, images): texts must be a list of caption strings")
+        if images is None or not hasattr(images, "__len__"):
+            raise FbinferError(f"score(texts, images): images must be a list or an array, not {type(images).__name__}")
         if len(texts) != len(images):
             raise FbinferError(f"score: {len(texts)} texts but {len(images)} images (pairs must be aligned)")
         if self._closed:
@@ -77,6 +79,8 @@ class Matcher:
                      PATCHES: np.ascontiguousarray(feats[rows])}
             with self._lock:
                 out[rows] = self.runner.infer(feeds)[LOGIT]
+        if not np.isfinite(out).all():
+            raise FbinferError(f"score: {self.backend} returned non-finite scores (NaN or inf); the model or graph is broken")
         return out
 
     def rank(self, query: str | ImageLike, candidates: Sequence[ImageLike] | Sequence[str] | np.ndarray,
@@ -85,6 +89,8 @@ class Matcher:
         against captions ("image_to_text"). Without ``direction`` a ``str`` query is a caption and
         anything else (Path, PIL image, array, patch features) an image; pass ``direction`` for an
         image given as a path string."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise FbinferError(f"rank: k must be a positive integer, not {k!r}")
         n = len(candidates)
         if n == 0:
             raise FbinferError("rank: no candidates")
