@@ -47,19 +47,23 @@ def timing(ms: Sequence[float], batch: int) -> Timing:
     return Timing(batch * len(a) / (a.sum() / 1e3), *np.percentile(a, [50, 95, 99]).tolist(), len(a))
 
 
-def times_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc: str = "timing, in turns") -> list[list[float]]:
+def times_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc: str = "timing, in turns",
+                   seed: int = 0) -> list[list[float]]:
     """Milliseconds of every call of each contender, the contenders taking turns in every round
     (after one warm-up round), so that a shared machine's slow spells fall on all of them alike:
     for ratios between backends, where timing each alone was seen to drift by 20 % between
-    identical graphs."""
+    identical graphs. The order is shuffled every round: a runtime whose threads keep spinning
+    after a call (ONNX Runtime, OpenMP) slows whichever call comes next, and a fixed order would
+    put that cost on the same contender every time."""
     for call in calls:
         call()
     times: list[list[float]] = [[] for _ in calls]
+    order = np.random.default_rng(seed)
     for _ in tqdm(range(rounds), desc=desc, unit="round"):
-        for call, t in zip(calls, times):
+        for i in order.permutation(len(calls)):
             start = time.perf_counter()
-            call()
-            t.append((time.perf_counter() - start) * 1e3)
+            calls[i]()
+            times[i].append((time.perf_counter() - start) * 1e3)
     return times
 
 
