@@ -56,7 +56,13 @@ def onnx_categories(path: Path) -> dict[str, str]:
 
 
 def charge(layer_type: str, originals: list[str], by_name: dict[str, str]) -> str:
-    """The category a compiled node's time goes to: the heaviest kind of work it was fused from."""
+    """The category a compiled node's time goes to: the heaviest kind of work it was fused from.
+    OpenVINO's FullyConnected is a MatMul with a constant weight (fused with its bias Add, and
+    named after the Add alone), its MatMul one of two activations (attention)."""
+    if layer_type.startswith("FullyConnected"):
+        return CATEGORIES[0]
+    if layer_type == "MatMul":
+        return CATEGORIES[1]
     found = {by_name[o] for o in originals if o in by_name}
     for c in CATEGORIES[:3]:
         if c in found:
@@ -71,6 +77,8 @@ def main() -> None:
     ap.add_argument("model", type=Path, help="checkpoint or bundle")
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--precision", default="int8", choices=ovb.PRECISIONS)
+    ap.add_argument("--rest", choices=("f32", "bf16"), default=None,
+                    help="int8: the precision of what is not quantized (default: the backend's, f32)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/profile_cpu.json"))
@@ -80,8 +88,10 @@ def main() -> None:
     store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test)
     feeds = timing_feeds(mb, store, eval_pairs(mb.data), args.batch)
     # one request on every core: the counters of one whole batch
-    runner = open_runner("openvino", mb.bundle, args.precision, hints={**ovb.hints_for(args.precision), "PERF_COUNT": "YES"},
-                         streams=1).activate()
+    hints = {**ovb.hints_for(args.precision), "PERF_COUNT": "YES"}
+    if args.rest:
+        hints["INFERENCE_PRECISION_HINT"] = args.rest
+    runner = open_runner("openvino", mb.bundle, args.precision, hints=hints, streams=1).activate()
     graph = runner.path
     by_name = onnx_categories(graph)
     nodes = {op.get_friendly_name(): (str(op.get_rt_info()["layerType"].astype(str)),
