@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from fbinfer.errors import FbinferError
+from fbinfer.fileio import WRITE_ERRORS
 from fbinfer.outputs import check_writable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -320,6 +321,11 @@ def main() -> None:
         app()
     except FbinferError as e:
         Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as e:  # a disk that filled up or turned read-only outside an atomic write (a log line)
+        if e.errno not in WRITE_ERRORS:
+            raise
+        Console(stderr=True).print(f"[red]error:[/] {e.filename or 'write'}: {e.strerror}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

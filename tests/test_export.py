@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import run_cli
+from helpers import assert_one_line_error, run_cli
 from onnx import numpy_helper
 
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
@@ -262,10 +262,7 @@ def test_export_errors_are_one_line(tmp_path, tiny_model, tiny_data, bundle):
         (["export", str(tiny_model), "--data", str(tiny_data), "-o", str(tmp_path / "e"), "--int8-smooth", "1.5"], "--int8-smooth must be in [0, 1]"),
     ]
     for args, message in cases:
-        r = run_cli(*args)
-        assert r.returncode == 1, (args, r.stderr)
-        assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert_one_line_error(run_cli(*args), message)
     assert not (tmp_path / "b").exists()  # nothing half-written
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 
 from fbinfer.bundle import Bundle
 from fbinfer.data.features import FeatureStore
@@ -21,7 +22,6 @@ from fbinfer.data.source import load_data
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.model.config import preset
-from tests.helpers import run_cli
 
 
 def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 300) -> None:

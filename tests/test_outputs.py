@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error, run_cli
 
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import write_json
 from fbinfer.outputs import check_file_output, check_folder_output, output_lock
-from tests.helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture
@@ -134,3 +134,17 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(small_disk, tiny_model):
     with pytest.raises(FbinferError, match=rf"{out}: cannot write it \(No space left on device\) \(the earlier one is kept\)"):
         save_checkpoint(ck, out)
     assert out.read_bytes() == good and [p.name for p in small_disk.iterdir()] == ["m.pt"]
+
+
+@pytest.mark.parametrize("command", ["synth", "eval"])
+def test_a_full_disk_is_one_line(small_disk, tiny_model, tiny_data, command):
+    with (small_disk / "filler").open("wb") as f:  # fill the disk
+        try:
+            while True:
+                f.write(bytes(1 << 20))
+        except OSError:
+            pass
+    args = (["data", "synth", "-o", str(small_disk / "d"), "--products", "20"] if command == "synth" else
+            ["eval", str(tiny_model), "--data", str(tiny_data), "--queries", "2", "--json", str(small_disk / "r.json")])
+    assert_one_line_error(run_cli(*args), "No space left on device")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, run_cli
 from PIL import Image
 
 from fbinfer.data.decode import MAX_PIXELS
@@ -19,7 +20,6 @@ from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import load_data
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import preset
-from tests.helpers import assert_one_line_error, run_cli
 
 
 def copy_data(tiny_data: Path, dest: Path, first_image: str | None = None) -> Path:
@@ -91,8 +91,7 @@ def test_decompression_bombs_are_one_line(tmp_path, tiny_data, tiny_model):
 
 def test_hdf5_fields_of_different_lengths_are_one_line(tmp_path):
     import h5py
-
-    from tests.test_data import fashiongen_rows, write_fashiongen
+    from test_data import fashiongen_rows, write_fashiongen
 
     path = tmp_path / "fg.h5"
     write_fashiongen(path, fashiongen_rows())
