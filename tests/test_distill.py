@@ -216,10 +216,14 @@ def test_two_process_ddp_follows_the_single_process_run(tiny_model, tiny_data, t
 def test_distill_cli_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     out = tmp_path / "student.pt"
     r = run_cli("distill", str(tiny_model), "--data", str(tiny_data), "-o", str(out), "--layers", "1", "--steps", "2",
-                "--batch-size", "8", "--queries", "4", "--json", str(tmp_path / "cmp.json"))
+                "--batch-size", "8", "--queries", "4", "--json", str(tmp_path / "cmp.json"), env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "teacher" in r.stdout and "student.pt" in r.stdout  # the table (its width depends on the terminal)
     cmp = json.loads((tmp_path / "cmp.json").read_text())
+    # the table: its title, then a row per model with the figures of the JSON
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") > 4}
+    assert "teacher vs students" in r.stdout and {"teacher", "student.pt"} <= set(rows)
+    for name, res in (("teacher", cmp["teacher"]), ("student.pt", cmp["students"]["student.pt"])):
+        assert f"{res['rank']['image_to_text']['rank1']:.1f}/" in rows[name] and f"{res['layers']}x{res['hidden']}" in rows[name]
     assert cmp["teacher"]["layers"] == 2 and cmp["students"]["student.pt"]["layers"] == 1
     assert cmp["students"]["student.pt"]["parameters"] < cmp["teacher"]["parameters"]
     r = run_cli("distill", str(tiny_model), "--data", str(tiny_data), "-o", str(out), "--layers", "1", "--steps", "4",
