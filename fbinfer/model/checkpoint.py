@@ -67,6 +67,8 @@ def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False
     p = Path(path)
     if not p.is_file():
         raise FbinferError(f"{p}: checkpoint not found")
+    if p.stat().st_size == 0:
+        raise FbinferError(f"{p}: not a readable checkpoint (an empty file)")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for truncated or foreign files
