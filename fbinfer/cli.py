@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 
 from fbinfer.errors import FbinferError
+from fbinfer.fileio import WRITE_ERRORS
+from fbinfer.outputs import check_writable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -85,6 +87,7 @@ def train_cmd(
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT.resume.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing OUT and its resume state.")] = False,
 ) -> None:
     """Pre-train FashionBERT (MLM + MPM + TIA with adaptive loss weights)."""
     from fbinfer.data.source import load_data
@@ -102,7 +105,7 @@ def train_cmd(
                      weighting=loss_weighting, fixed_weights=weights, checkpoint_every=checkpoint_every, seed=seed,
                      tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio, lists=lists, list_size=list_size,
                      start=str(start) if start else None, precision=precision).validate()
-    result = train(load_data(data), cfg, tc, out, resume=resume)
+    result = train(load_data(data), cfg, tc, out, resume=resume, force=force)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
 
 
@@ -134,6 +137,7 @@ def distill_cmd(
     compare: Annotated[bool, typer.Option(help="Finish with the teacher vs student table (Rank@K, parameters, pairs/s).")] = True,
     queries: Annotated[int | None, typer.Option(help="Eval queries per direction for the table (default: all, as fbinfer eval).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing OUT and its resume state.")] = False,
 ) -> None:
     """Distil a teacher into a smaller FashionBERT (also under torchrun --nproc_per_node N)."""
     from fbinfer.data.source import load_data
@@ -148,7 +152,9 @@ def distill_cmd(
                        weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists,
                        list_size=list_size, dropout=dropout, checkpoint_every=checkpoint_every, seed=seed, precision=precision).validate()
     source = load_data(load_checkpoint(teacher).training_data(data))
-    result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume)
+    if json_out:
+        check_writable(json_out, "--json")
+    result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume, force=force)
     if os.environ.get("RANK", "0") != "0":
         return
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s (student layers started as teacher "
@@ -265,6 +271,10 @@ def bench_cmd(
             raise FbinferError(f"nothing to bench: no model given and no demo models in {default_workdir()}; run `fbinfer demo` first")
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
+    if json_out:
+        check_writable(json_out, "--json")
+    if report:
+        check_writable(report / "report.md", "--report")
     bc = BenchConfig(batches=batches, backends=_csv(backends) if backends else None, queries=queries, min_seconds=seconds,
                      max_drift=max_drift)
     result = bench(models, data, bc, progress=lambda m: console.print(f"[dim]{m}[/]"))
@@ -311,6 +321,11 @@ def main() -> None:
         app()
     except FbinferError as e:
         Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as e:  # a disk that filled up or turned read-only outside an atomic write (a log line)
+        if e.errno not in WRITE_ERRORS:
+            raise
+        Console(stderr=True).print(f"[red]error:[/] {e.filename or 'write'}: {e.strerror}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

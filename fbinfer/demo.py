@@ -60,7 +60,7 @@ def run_demo(workdir: Path, cfg: DemoConfig, console: Console, fresh: bool = Fal
         console.print(f"[bold]2/5[/] reusing teacher {teacher}")
     else:
         console.print(f"[bold]2/5[/] training teacher {model_cfg.name} for {cfg.steps} steps -> {teacher}")
-        train(data, model_cfg, TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed), teacher)
+        train(data, model_cfg, TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed), teacher, force=True)
     made["teacher"] = str(teacher)
     console.print("[bold]3/5[/] evaluating the teacher (Rank@K on the fixed candidate lists)")
     report_path = workdir / "teacher.eval.json"
@@ -72,7 +72,8 @@ def run_demo(workdir: Path, cfg: DemoConfig, console: Console, fresh: bool = Fal
     console.print(bundle_table(manifest))
     made["bundle"] = str(bundle)
     console.print(f"[bold]5/5[/] distilling a {cfg.student_layers}-layer student for {cfg.distill_steps} steps -> {student}")
-    distill(teacher, data, StudentSpec(layers=cfg.student_layers), DistillConfig(steps=cfg.distill_steps, seed=cfg.seed), student)
+    distill(teacher, data, StudentSpec(layers=cfg.student_layers), DistillConfig(steps=cfg.distill_steps, seed=cfg.seed), student,
+            force=True)
     console.print(compare_table(measure(teacher, data), {student.name: measure(student, data)}))
     made["student"] = str(student)
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s; made:")

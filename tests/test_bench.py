@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import assert_one_line_error, run_cli
 
 from fbinfer.bench.drift import drift, spearman
 from fbinfer.bench.flops import flops_per_pair
@@ -131,6 +131,6 @@ def test_bench_bad_input(tiny_bundle, tiny_data, tmp_path):
     with pytest.raises(FbinferError, match="must be >= 1"):
         BenchConfig(batches=(0,)).validate()
     r = run_cli("bench", "--batch", "0", str(tiny_bundle), env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 1 and "must be >= 1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert_one_line_error(r, "must be >= 1")
     r = run_cli("bench", env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 1 and "run `fbinfer demo` first" in r.stderr and "Traceback" not in r.stderr
+    assert_one_line_error(r, "run `fbinfer demo` first")

@@ -40,7 +40,7 @@ def test_synth_refuses_non_empty_folder(tmp_path):
         synthesize(tmp_path / "x", SynthConfig(products=20))
 
 
-def test_products_of_a_subcategory_differ_only_by_attributes(tiny_data):
+def test_each_product_carries_exactly_its_categorys_attributes(tiny_data):
     products = json.loads((tiny_data / "synth.json").read_text())["products"]
     for p in products.values():
         attrs = set(p) - {"category", "subcategory", "color", "pattern", "named"}

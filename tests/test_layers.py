@@ -10,7 +10,7 @@ import fbinfer
 ROOT = Path(fbinfer.__file__).parent
 # lowest first: a module may import its own layer and any layer below it
 LAYERS = [
-    {"errors", "fileio", "threads"},
+    {"errors", "fileio", "outputs", "threads"},
     {"model"},
     {"bundle"},
     {"data"},

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_one_line_error, run_cli
 
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -81,6 +82,45 @@ def test_bad_checkpoints(tmp_path, content, message):
         torch.save({"state_dict": {}}, path)
     with pytest.raises(FbinferError, match=message):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b: b["config"].update(hidden_size=65536), r"weights do not match its config .*\(30522, 64\), the config implies \(30522, 65536\)"),
+    (lambda b: b["config"].update(num_layers="two"), "config: field 'num_layers' is 'two', expected int"),
+    (lambda b: b.update(config=None), "config: expected an object of fields, got NoneType"),
+])
+def test_a_checkpoints_config_is_checked_before_its_model_is_built(tmp_path, model, change, message, monkeypatch):
+    """A 9 MB file declaring hidden size 65536 once made eval allocate 8 GB: shapes are compared on
+    the meta device, and building the real model is never reached."""
+    from fbinfer.model import checkpoint
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(Checkpoint(model, default_vocab()), path)
+    blob = torch.load(path, weights_only=True)
+    change(blob)
+    torch.save(blob, path)
+    def meta_only(cfg):
+        m = FashionBert(cfg)
+        if next(m.parameters()).device.type != "meta":
+            pytest.fail("the model was built in memory before the check")
+        return m
+
+    monkeypatch.setattr(checkpoint, "FashionBert", meta_only)
+    with pytest.raises(FbinferError, match=message):
+        load_checkpoint(path)
+
+
+def test_an_empty_checkpoint_is_one_line_everywhere(tmp_path, tiny_data):
+    import fbinfer
+
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for args in (["eval", str(empty), "--data", str(tiny_data)], ["export", str(empty), "--data", str(tiny_data)],
+                 ["distill", str(empty), "-o", str(tmp_path / "s.pt"), "--data", str(tiny_data)],
+                 ["train", "--data", str(tiny_data), "-o", str(tmp_path / "t.pt"), "--from", str(empty)]):
+        assert_one_line_error(run_cli(*args), "empty.pt: not a readable checkpoint (an empty file)")
+    with pytest.raises(FbinferError, match="an empty file"):
+        fbinfer.load(empty)
 
 
 def test_truncated_checkpoint(tmp_path, model):

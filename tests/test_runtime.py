@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import assert_one_line_error, run_cli
 from PIL import Image
 
 import fbinfer
@@ -135,8 +135,7 @@ def test_tensorrt_paths_without_tensorrt_are_one_line(tiny_bundle, tmp_path):
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
     r = run_cli("build", str(bundle), "--precision", "fp16")
-    assert r.returncode == 1 and "TensorRT is not installed" in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert_one_line_error(r, "TensorRT is not installed")
     (bundle / "engine.fp16.plan").write_bytes(b"\0")
     Bundle.open(bundle).record_engine("fp16", {"tensorrt": "10.13.0", "gpu": "NVIDIA H100", "compute_capability": "9.0"})
     with pytest.raises(FbinferError, match="TensorRT is not installed"):
@@ -191,7 +190,7 @@ def test_non_finite_scores_are_an_error_not_a_ranking(tiny_model, tiny_data, tmp
     broken = tmp_path / "nan.pt"
     save_checkpoint(Checkpoint(ck.model, ck.vocab, ck.meta), broken)
     r = run_cli("eval", str(broken), "--data", str(tiny_data))
-    assert r.returncode == 1 and "nan.pt: non-finite scores" in r.stderr and "Traceback" not in r.stderr
+    assert_one_line_error(r, "nan.pt: non-finite scores")
     paths = [str(tiny_data / it.image) for it in load_data(tiny_data).test[:3]]
     with pytest.raises(FbinferError, match="returned non-finite scores"):
         fbinfer.load(broken).score(["a red dress"] * 3, paths)

@@ -46,9 +46,10 @@ def open_h5(path: Path):
             raise FbinferError(f"{path}: missing field '{name}' (a Fashion-Gen file has {', '.join(REQUIRED)})")
     n = f["input_image"].shape[0]
     for name in REQUIRED[1:]:
-        if f[name].shape[0] != n:
-            f.close()
-            raise FbinferError(f"{path}: field '{name}' has {f[name].shape[0]} rows, input_image has {n}")
+        rows = f[name].shape[0]
+        if rows != n:
+            f.close()  # the message's figures are read before: a closed file's fields are gone
+            raise FbinferError(f"{path}: field '{name}' has {rows} rows, input_image has {n}")
     return f
 
 

@@ -7,13 +7,16 @@ benchmarks/feature_layer.py for the measurement behind the default.
 "pixels": each cell's raw pixels, flattened (3 x 32 x 32), for models trained from scratch.
 
 The cache lives beside the data (``<data>/.fbinfer/features/<key>/``): ``features.npy``
-(fp16, memory-mapped, one row per image) and ``index.json`` (image -> row, content hash).
+(fp16, memory-mapped, one row per image) and ``index.json`` (image -> row and content hash, and
+the sha256 of features.npy: a damaged cache is found and rebuilt, never used).
 A changed image (new hash) or another extractor (another key) misses the cache.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,8 +26,10 @@ from tqdm import tqdm
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError
-from fbinfer.fileio import atomic_path, read_json, write_json
+from fbinfer.fileio import atomic_path, read_json, sha256, write_json
 from fbinfer.model.config import FashionBertConfig
+
+INDEX_VERSION = 2  # {version, sha256 of features.npy, rows: image -> [row, image hash]}
 
 
 class EfficientNetPatches:
@@ -88,10 +93,16 @@ class FeatureStore:
         self.array: np.ndarray | None = None
 
     def _load_index(self) -> dict[str, list]:
-        idx = self.dir / "index.json"
-        if not (idx.is_file() and (self.dir / "features.npy").is_file()):
+        """The cache's rows (image -> [row, image hash]), or none if the cache is absent or damaged:
+        a damaged cache (truncated, overwritten, rows out of range, a malformed index) is rebuilt."""
+        idx, arr = self.dir / "index.json", self.dir / "features.npy"
+        if not (idx.is_file() and arr.is_file()):
             return {}
-        return read_json(idx)
+        why = cache_damage(idx, arr, (self.cfg.num_patches, self.cfg.patch_feature_dim))
+        if why:
+            print(f"{self.dir}: feature cache damaged ({why}); rebuilding it", file=sys.stderr)
+            return {}
+        return read_json(idx)["rows"]
 
     def ensure(self, items: list[Item], batch_size: int = 32) -> FeatureStore:
         """Make sure every item's image has current features; extract the missing ones in batches."""
@@ -106,7 +117,7 @@ class FeatureStore:
         if missing:
             self._rebuild(valid, missing, hashes, {it.image: it for it in items}, batch_size)
         self.array = np.load(self.dir / "features.npy", mmap_mode="r")
-        self.rows = {k: v[0] for k, v in self._load_index().items()}
+        self.rows = {k: v[0] for k, v in read_json(self.dir / "index.json")["rows"].items()}
         return self
 
     def _rebuild(self, valid: dict[str, list], missing: list[str], hashes: dict[str, str], by_ref: dict[str, Item], batch_size: int) -> None:
@@ -130,7 +141,7 @@ class FeatureStore:
                     bar.update(len(refs))
             out.flush()
             del out
-            write_json(tmp / "index.json", new_index)
+            write_json(tmp / "index.json", {"version": INDEX_VERSION, "sha256": sha256(tmp / "features.npy"), "rows": new_index})
 
     def check(self, cfg: FashionBertConfig, option: str = "--data") -> None:
         """The features stored here have the shape ``cfg``'s model takes (one line naming the data if not)."""
@@ -144,6 +155,33 @@ class FeatureStore:
         assert self.array is not None, "call ensure() first"
         rows = [self.rows[it.image] for it in items]
         return torch.from_numpy(np.asarray(self.array[rows], dtype=np.float32))
+
+
+def cache_damage(index: Path, array: Path, shape: tuple[int, int]) -> str | None:
+    """Why the cache at ``index`` + ``array`` cannot be trusted, or None: the index's form, the
+    array's header, dtype and shape, every row in range and used once, and the array's sha256."""
+    try:
+        idx = read_json(index)
+    except FbinferError:
+        return "index.json is not valid JSON"
+    if not isinstance(idx, dict) or idx.get("version") != INDEX_VERSION:
+        return "index.json is from another fbinfer version"
+    rows = idx.get("rows")
+    if not isinstance(rows, dict) or not isinstance(idx.get("sha256"), str) or not all(
+            isinstance(v, list) and len(v) == 2 and type(v[0]) is int and isinstance(v[1], str) for v in rows.values()):
+        return "index.json is malformed"
+    try:
+        feats = np.load(array, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        return f"features.npy is unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    if feats.dtype != np.float16 or feats.ndim != 3 or tuple(feats.shape[1:]) != shape:
+        return f"features.npy holds {feats.dtype} {tuple(feats.shape)}, expected float16 (N, {shape[0]}, {shape[1]})"
+    if sorted(v[0] for v in rows.values()) != list(range(len(feats))):
+        return f"index.json's rows do not match the {len(feats)} rows of features.npy"
+    del feats
+    if sha256(array) != idx["sha256"]:
+        return "features.npy does not match its sha256"
+    return None
 
 
 __all__ = ["EfficientNetPatches", "FeatureStore", "PixelPatches", "make_extractor"]

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fbinfer.data.candidates import CandidateLists, build_candidates
+from fbinfer.data.decode import decode_image, read_image_file
 from fbinfer.data.records import Item, read_jsonl
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import read_json, write_json
@@ -37,11 +37,16 @@ class DataSource:
         """Raw bytes that identify the image (the file, or the HDF5 row's pixels): the cache key's input."""
         if self.is_h5:
             return self._h5_row(item).tobytes()
-        p = self.path / item.image
-        try:
-            return p.read_bytes()
-        except OSError as e:
-            raise FbinferError(f"{p} ({item.where}): cannot read image ({e.strerror})") from None
+        return read_image_file(self.image_path(item), f"{self.path / item.image} ({item.where})")
+
+    def image_path(self, item: Item) -> Path:
+        """The image's file, which must lie inside the data folder (after following links)."""
+        if "\x00" in item.image:
+            raise FbinferError(f"{item.where}: image path {item.image!r} contains a NUL byte")
+        real = (self.path / item.image).resolve()
+        if self.path.resolve() not in real.parents:
+            raise FbinferError(f"{item.where}: image path {item.image!r} leads outside the data folder {self.path}")
+        return real
 
     def image_hash(self, item: Item) -> str:
         return hashlib.sha1(self.image_bytes(item)).hexdigest()
@@ -49,11 +54,7 @@ class DataSource:
     def open_image(self, item: Item) -> Image.Image:
         if self.is_h5:
             return Image.fromarray(self._h5_row(item))
-        try:
-            img = Image.open(io.BytesIO(self.image_bytes(item)))
-            return img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise FbinferError(f"{self.path / item.image} ({item.where}): not a readable image ({e})") from None
+        return decode_image(self.image_bytes(item), f"{self.path / item.image} ({item.where})")
 
     def _h5_row(self, item: Item) -> np.ndarray:
         if self._h5 is None:

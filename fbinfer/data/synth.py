@@ -13,6 +13,7 @@ from fbinfer.data.draw import render
 from fbinfer.data.records import Item, write_jsonl
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import atomic_path, write_json
+from fbinfer.outputs import check_folder_output, output_lock
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,13 @@ def synthesize(out: Path, cfg: SynthConfig, force: bool = False) -> dict[str, in
     """Write a complete data folder at ``out`` (built under a temporary name, then renamed)."""
     if cfg.products < 20:
         raise FbinferError(f"--products {cfg.products}: need at least 20 products")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FbinferError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    check_folder_output(out, "-o", force, marker="synth.json")
     rng = np.random.default_rng(cfg.seed)
     products = [sample_product(i, rng) for i in range(cfg.products)]
     test_ids = set(rng.choice(cfg.products, size=max(2, round(cfg.products * cfg.test_fraction)), replace=False).tolist())
     splits: dict[str, list[Item]] = {"train": [], "test": []}
     named: dict[str, list[str]] = {}
-    with atomic_path(out) as tmp:
+    with output_lock(out), atomic_path(out) as tmp:
         (tmp / "images").mkdir(parents=True)
         for i, p in enumerate(tqdm(products, desc="drawing products", unit="product")):
             prng = np.random.default_rng([cfg.seed, i])

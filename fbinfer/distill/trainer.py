@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fbinfer.model.fashionbert import FashionBert
+from fbinfer.outputs import check_file_output, output_lock
 from fbinfer.threads import torch_threads
 from fbinfer.training import loop
 from fbinfer.training.loop import Optimization, autocast, resume_path
@@ -300,12 +301,17 @@ def resume_history(previous: dict, step: int, settings: dict) -> list[dict]:
 
 
 def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
-            resume: bool = False) -> DistillResult:
+            resume: bool = False, force: bool = False) -> DistillResult:
+    """Distil and write ``out`` (and ``out.resume``); the main process holds a lock on it. An
+    existing checkpoint is replaced only with ``force`` and continued only with ``resume``."""
     env = Dist.start()
     if env.world == 1:
         torch_threads()
     try:
-        return _distill(env, teacher_path, data, spec, dc, out, resume)
+        if env.main:
+            check_file_output(out, "-o", force, resume)
+        with output_lock(out) if env.main else nullcontext():
+            return _distill(env, teacher_path, data, spec, dc, out, resume)
     finally:
         env.stop()
 

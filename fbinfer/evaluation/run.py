@@ -13,6 +13,7 @@ from fbinfer.evaluation.ceiling import rank1_ceiling
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.fileio import write_json
 from fbinfer.model.checkpoint import load_checkpoint
+from fbinfer.outputs import check_writable
 from fbinfer.threads import torch_threads
 
 
@@ -32,6 +33,9 @@ def rank_table(title: str, rows: dict[str, dict]) -> Table:
 
 def run_eval(model_path: Path, data: DataSource, console: Console, json_out: Path | None = None,
              queries: int | None = None, batch_size: int = 64) -> dict:
+    """Evaluate a checkpoint, print the table and write ``json_out`` (checked writable first)."""
+    if json_out:
+        check_writable(json_out, "--json")
     torch_threads()
     ck = load_checkpoint(model_path)
     store = FeatureStore(data, ck.config).ensure(data.test)

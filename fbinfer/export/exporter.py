@@ -9,7 +9,6 @@ and renamed when complete.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from fbinfer.backends.base import Runner
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bundle import TARGETS, Bundle, graph_key
+from fbinfer.bundle.folder import MANIFEST
 from fbinfer.bundle.io_spec import OUTPUTS, batch_size, input_specs, make_feeds
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
@@ -32,6 +32,7 @@ from fbinfer.export.int8 import CalibrationConfig, calibrate, calibration_key, c
 from fbinfer.export.parity import ParitySet, compare
 from fbinfer.fileio import atomic_path, sha256, write_json
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
+from fbinfer.outputs import check_folder_output, output_lock
 from fbinfer.training.pairs import PairSampler
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -70,18 +71,6 @@ class ExportConfig:
 
 def default_bundle_dir(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + ".bundle")
-
-
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FbinferError(f"-o {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise FbinferError(f"-o {out}: folder is not empty (use --force to overwrite it)")
-    probe = out.parent.resolve()
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise FbinferError(f"-o {out}: {probe} is not writable")
 
 
 def calibration_feeds(ck: Checkpoint, data: DataSource, store: FeatureStore, cc: CalibrationConfig) -> list[dict[str, np.ndarray]]:
@@ -145,7 +134,7 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
     """Write the bundle; returns its manifest. FP32 graphs off by more than ``fp32_tolerance``
     in any logit, on any backend, fail the export (nothing is left behind)."""
     ec = ec.validate()
-    check_output(out, force)
+    check_folder_output(out, "-o", force, MANIFEST, inputs=(checkpoint, data.path))
     ck = load_checkpoint(checkpoint)
     cfg = ck.config
     store = FeatureStore(data, cfg).ensure(data.train + data.test)
@@ -164,7 +153,7 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
                         "queries_per_direction": ec.parity_queries},
         "export_config": {**asdict(ec), "calibration": asdict(ec.calibration)},
     }
-    with atomic_path(out) as tmp:
+    with output_lock(out), atomic_path(out) as tmp:
         tmp.mkdir()
         job = _Export(Bundle.create(tmp, header), parity, reference, ec)
         fp32 = export_fp32(ck.model, job.bundle.graph_path("tensorrt", "fp32"), ec.attention, ec.max_batch)

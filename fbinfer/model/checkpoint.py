@@ -53,8 +53,13 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
     }
     if ckpt.train_state is not None:
         blob["train_state"] = ckpt.train_state
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        try:
+            torch.save(blob, f)
+        except RuntimeError as e:  # torch's zip writer hides the file's OSError (a full disk) behind its own
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise
 
 
 def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False) -> Checkpoint:
@@ -62,6 +67,8 @@ def load_checkpoint(path: str | os.PathLike[str], with_train_state: bool = False
     p = Path(path)
     if not p.is_file():
         raise FbinferError(f"{p}: checkpoint not found")
+    if p.stat().st_size == 0:
+        raise FbinferError(f"{p}: not a readable checkpoint (an empty file)")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for truncated or foreign files

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from fbinfer.data.decode import decode_image, read_image_file
 from fbinfer.data.features import make_extractor
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
@@ -30,11 +31,7 @@ class PatchFeaturizer:
         if isinstance(x, Image.Image):
             return x
         if isinstance(x, (str, Path)):
-            try:
-                with Image.open(x) as im:
-                    return im.convert("RGB")
-            except (OSError, UnidentifiedImageError) as e:
-                raise FbinferError(f"{x}: cannot read image ({type(e).__name__})") from None
+            return decode_image(read_image_file(Path(x), str(x)), str(x))
         if isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[-1] == 3:
             return Image.fromarray(x if x.dtype == np.uint8 else np.clip(x, 0, 255).astype(np.uint8))
         raise FbinferError(f"images[{i}]: expected a path, a PIL image, an HxWx3 array or {self.shape} patch features, "

@@ -126,7 +126,7 @@ def run(step_fn: Callable[[int], dict[str, float]], save_fn: Callable[[int, floa
     last: dict[str, float] = {}
     step, t0 = start, time.perf_counter() - elapsed
     with tqdm(total=total, initial=step, desc=desc, unit="step", disable=not main) as bar, \
-            (log.open("a") if main else open(os.devnull, "w")) as logf:
+            (log.open("a" if start else "w") if main else open(os.devnull, "w")) as logf:
         while step < total:
             last = step_fn(step)
             step += 1

@@ -14,6 +14,7 @@ from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.model.init import bert_folder, default_vocab, load_pretrained_encoder, read_vocab
+from fbinfer.outputs import check_file_output, output_lock
 from fbinfer.threads import torch_threads
 from fbinfer.training import loop
 from fbinfer.training.adaptive import MODES, TaskWeights
@@ -97,8 +98,17 @@ def param_groups(model: FashionBert, tc: TrainConfig) -> list[dict]:
             for (new, decay), ps in groups.items()]
 
 
-def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool = False) -> TrainResult:
+def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool = False,
+          force: bool = False) -> TrainResult:
+    """Train and write ``out`` (and ``out.resume``), holding a lock on it; an existing checkpoint is
+    replaced only with ``force`` and continued only with ``resume``."""
     tc = tc.validate()
+    check_file_output(out, "-o", force, resume)
+    with output_lock(out):
+        return _train(data, cfg, tc, out, resume)
+
+
+def _train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool) -> TrainResult:
     torch_threads()
     state = None
     if tc.start:  # the alignment and warm-up exist to start a fresh model
