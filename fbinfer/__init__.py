@@ -8,8 +8,10 @@
 __version__ = "0.1.0"
 
 
-def load(path, backend=None, device=None, precision=None, batch_size: int = 64):
-    """A Matcher over a checkpoint, a bundle folder or a TensorRT engine (see fbinfer.runtime.load)."""
+def load(path, backend=None, device=None, precision=None, batch_size: int = 64, verify: bool = True, **options):
+    """A Matcher over a checkpoint, a bundle folder or a TensorRT engine (see fbinfer.runtime.load:
+    its arguments, and ``options`` for a backend's own settings). Imported lazily: ``import fbinfer``
+    stays cheap."""
     from fbinfer.runtime.load import load as _load
 
-    return _load(path, backend=backend, device=device, precision=precision, batch_size=batch_size)
+    return _load(path, backend=backend, device=device, precision=precision, batch_size=batch_size, verify=verify, **options)

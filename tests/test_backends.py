@@ -143,3 +143,17 @@ def test_load_scores_equal_the_runner_on_the_same_feeds(tiny_bundle, tiny_data):
         direct = open_runner(backend, b, precision).infer(feeds)[LOGIT]
         got = fbinfer.load(tiny_bundle, backend=backend, precision=precision, batch_size=len(items)).score(texts, paths)
         np.testing.assert_allclose(got, direct, rtol=0, atol=1e-5 * (np.ptp(direct) + 1e-9), err_msg=f"{backend} {precision}")
+
+
+def test_load_passes_backend_options_and_refuses_unknown_ones(tiny_bundle):
+    """The student's fastest path (INT8, bf16 elsewhere) is one ``fbinfer.load`` call."""
+    from fbinfer.backends.openvino import supports_bf16
+
+    if supports_bf16():
+        m = fbinfer.load(tiny_bundle, backend="openvino", precision="int8", hints={"INFERENCE_PRECISION_HINT": "bf16"})
+        settings = m.runner.describe()
+        assert settings["graph"] == "ov.int8.onnx" and settings["effective INFERENCE_PRECISION_HINT"] == "bf16"
+    with pytest.raises(FbinferError, match="option 'hint' on openvino: choose from graph, hints, streams"):
+        fbinfer.load(tiny_bundle, backend="openvino", hint={})
+    with pytest.raises(FbinferError, match="option 'streams' on onnxruntime: choose from"):
+        fbinfer.load(tiny_bundle, backend="onnxruntime", streams=2)

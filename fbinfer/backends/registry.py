@@ -9,6 +9,7 @@ it imports its engine lazily, so listing backends never fails for a missing opti
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -78,4 +79,8 @@ def open_runner(name: str, source: Any, precision: str, device: str | None = Non
     if b.runs == "bundle" and not isinstance(source, Bundle):
         raise FbinferError(f"{source.path}: a checkpoint runs on the torch backend; export it (fbinfer export {source.path}) "
                            f"for {name}")
+    known = list(inspect.signature(b.module.runner).parameters)[3:]  # after (source, precision, device)
+    for key in options:
+        if key not in known:
+            raise FbinferError(f"option {key!r} on {name}: choose from {', '.join(known) or 'none'}")
     return b.module.runner(source, precision, device, **options)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fbinfer.backends.registry import backend as get_backend
 from fbinfer.backends.registry import open_runner
@@ -17,7 +18,7 @@ from fbinfer.runtime.matcher import Matcher
 
 
 def load(path: str | Path, backend: str | None = None, device: str | None = None, precision: str | None = None,
-         batch_size: int = 64, verify: bool = True) -> Matcher:
+         batch_size: int = 64, verify: bool = True, **options: Any) -> Matcher:
     """A Matcher over ``path``.
 
     Args:
@@ -29,6 +30,9 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
         precision: fp32 (default), fp16, bf16 or int8, as the backend offers.
         batch_size: pairs per call into the backend.
         verify: check each bundle file's sha256 on first use (sizes are always checked).
+        **options: the backend's own settings, e.g. OpenVINO's ``hints`` and ``streams``:
+            ``precision="int8", hints={"INFERENCE_PRECISION_HINT": "bf16"}`` runs the INT8 graph
+            with bf16 elsewhere (the bench's ``ov-int8-bf16``, the student's fastest path here).
 
     Returns:
         A Matcher: ``score`` aligned pairs, ``rank`` a query against candidates.
@@ -59,5 +63,5 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
         source, backend = load_checkpoint(p), "torch"
     else:
         raise FbinferError(f"{p}: no such checkpoint, bundle folder or engine")
-    runner = open_runner(backend, source, precision or "fp32", device)
+    runner = open_runner(backend, source, precision or "fp32", device, **options)
     return Matcher(runner, source.tokenizer(), source.config, batch_size, getattr(get_backend(backend).module, "BUCKETS", None))
