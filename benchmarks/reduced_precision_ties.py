@@ -15,14 +15,14 @@ import numpy as np
 from fbinfer.bench.run import REFERENCE, VARIANTS, resolve, runner_for
 from fbinfer.data.features import FeatureStore
 from fbinfer.evaluation.evaluate import RunnerScorer, eval_pairs, score_matrices, score_pairs
+from fbinfer.evaluation.metrics import ranks_of_truth
 from fbinfer.fileio import write_json
 from fbinfer.threads import torch_threads
 
 
 def rank1(mat: np.ndarray, ties_against: bool) -> float:
     """Percent of queries whose truth (column 0) is first; ties count against it or for it."""
-    beaten = (mat[:, 1:] >= mat[:, :1]) if ties_against else (mat[:, 1:] > mat[:, :1])
-    return round(100.0 * float((beaten.sum(1) == 0).mean()), 2)
+    return round(100.0 * float((ranks_of_truth(mat, ties_against) == 1).mean()), 2)
 
 
 def main() -> None:

@@ -316,17 +316,21 @@ def demo_cmd(
     run_demo(workdir or default_workdir(), DemoConfig(), console, fresh=fresh)
 
 
+def fail(message: str) -> None:
+    """The one-line error: on stderr, exit 1."""
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
 def main() -> None:
     try:
         app()
     except FbinferError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        fail(str(e))
     except OSError as e:  # a disk that filled up or turned read-only outside an atomic write (a log line)
         if e.errno not in WRITE_ERRORS:
             raise
-        Console(stderr=True).print(f"[red]error:[/] {e.filename or 'write'}: {e.strerror}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        fail(f"{e.filename or 'write'}: {e.strerror}")
     except KeyboardInterrupt:
         sys.exit(130)
 

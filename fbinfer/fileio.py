@@ -73,8 +73,12 @@ def remove_stale_temps(final: Path) -> None:
     prefix = f".{final.name}."
     for p in final.parent.glob(f"{glob.escape(prefix)}*.tmp"):
         pid = p.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if not pid.isdigit() or alive(int(pid)):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def alive(pid: int) -> bool:

@@ -39,6 +39,14 @@ def check_file_output(path: Path, option: str, force: bool, resume: bool = False
     check_writable(path, option)
 
 
+@contextmanager
+def claimed_file(path: Path, option: str, force: bool, resume: bool = False) -> Iterator[None]:
+    """A checkpoint a run writes: checked (``check_file_output``), then locked while the run lasts."""
+    check_file_output(path, option, force, resume)
+    with output_lock(path, option):
+        yield
+
+
 def check_folder_output(out: Path, option: str, force: bool, marker: str, inputs: Iterable[Path] = ()) -> None:
     """A folder to (re)make: absent, empty, or with --force one that fbinfer made (it holds
     ``marker``). Never the current folder, one of its parents, or a folder holding an input."""

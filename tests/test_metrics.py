@@ -15,6 +15,7 @@ def test_rank_at_k_hand_made_matrix():
         [0.7, 0.7, 0.0, 0.0],  # a tie counts against the truth -> rank 2
     ])
     assert ranks_of_truth(scores).tolist() == [1, 2, 4, 2]
+    assert ranks_of_truth(scores, ties_against=False).tolist() == [1, 2, 4, 1]  # the tie for the truth
     r = rank_at_k(scores, ks=(1, 2, 5))
     assert r == {"rank1": 25.0, "rank2": 75.0, "rank5": 100.0}
 

@@ -8,8 +8,8 @@ bf16 unless told otherwise. Here the precision is always a choice: fp32 sets
 the runner reads back what OpenVINO chose, so every result says what actually ran.
 
 Throughput: OpenVINO's throughput mode picks the CPU streams (2 on 2 cores), and a batch is
-split over that many infer requests run at once. On 2 cores that measured faster than one
-request on 2 threads, whose small ops do not parallelise (docs/results/cpu_backends.md).
+split over that many infer requests run at once. At batch 64 on 2 cores that is about even with
+one request on both cores (docs/serving.md); ``streams=1`` chooses the single request.
 """
 from __future__ import annotations
 

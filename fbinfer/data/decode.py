@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from fbinfer.errors import FbinferError
+from fbinfer.errors import FbinferError, first_line
 
 MAX_BYTES = 64 << 20  # an image file above 64 MiB is refused before it is read
 MAX_PIXELS = 40_000_000  # width x height; catalogue photos are far below, decompression bombs far above
@@ -47,4 +47,4 @@ def decode_image(blob: bytes, name: str) -> Image.Image:
         raise FbinferError(f"{name}: image declares too many pixels, over the limit of {MAX_PIXELS:,} "
                            "(fbinfer.data.decode.MAX_PIXELS)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise FbinferError(f"{name}: not a readable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise FbinferError(f"{name}: not a readable image ({type(e).__name__}: {first_line(e)})") from None

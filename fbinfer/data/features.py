@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
-from fbinfer.errors import FbinferError
+from fbinfer.errors import FbinferError, first_line
 from fbinfer.fileio import atomic_path, read_json, sha256, write_json
 from fbinfer.model.config import FashionBertConfig
 
@@ -98,11 +98,16 @@ class FeatureStore:
         idx, arr = self.dir / "index.json", self.dir / "features.npy"
         if not (idx.is_file() and arr.is_file()):
             return {}
-        why = cache_damage(idx, arr, (self.cfg.num_patches, self.cfg.patch_feature_dim))
+        try:
+            index = read_json(idx)
+        except FbinferError:
+            why = "index.json is not valid JSON"
+        else:
+            why = cache_damage(index, arr, (self.cfg.num_patches, self.cfg.patch_feature_dim))
         if why:
             print(f"{self.dir}: feature cache damaged ({why}); rebuilding it", file=sys.stderr)
             return {}
-        return read_json(idx)["rows"]
+        return index["rows"]
 
     def ensure(self, items: list[Item], batch_size: int = 32) -> FeatureStore:
         """Make sure every item's image has current features; extract the missing ones in batches."""
@@ -115,12 +120,14 @@ class FeatureStore:
         valid = {k: v for k, v in index.items() if k not in hashes or v[1] == hashes[k]}
         missing = [k for k in hashes if k not in valid]
         if missing:
-            self._rebuild(valid, missing, hashes, {it.image: it for it in items}, batch_size)
+            index = self._rebuild(valid, missing, hashes, {it.image: it for it in items}, batch_size)
         self.array = np.load(self.dir / "features.npy", mmap_mode="r")
-        self.rows = {k: v[0] for k, v in read_json(self.dir / "index.json")["rows"].items()}
+        self.rows = {k: v[0] for k, v in index.items()}
         return self
 
-    def _rebuild(self, valid: dict[str, list], missing: list[str], hashes: dict[str, str], by_ref: dict[str, Item], batch_size: int) -> None:
+    def _rebuild(self, valid: dict[str, list], missing: list[str], hashes: dict[str, str], by_ref: dict[str, Item],
+                 batch_size: int) -> dict[str, list]:
+        """Write the cache anew: the ``valid`` rows copied, the ``missing`` images extracted; returns its rows."""
         extractor = make_extractor(self.cfg)
         old = np.load(self.dir / "features.npy", mmap_mode="r") if valid else None
         shape = (len(valid) + len(missing), self.cfg.num_patches, self.cfg.patch_feature_dim)
@@ -142,6 +149,7 @@ class FeatureStore:
             out.flush()
             del out
             write_json(tmp / "index.json", {"version": INDEX_VERSION, "sha256": sha256(tmp / "features.npy"), "rows": new_index})
+        return new_index
 
     def check(self, cfg: FashionBertConfig, option: str = "--data") -> None:
         """The features stored here have the shape ``cfg``'s model takes (one line naming the data if not)."""
@@ -157,13 +165,10 @@ class FeatureStore:
         return torch.from_numpy(np.asarray(self.array[rows], dtype=np.float32))
 
 
-def cache_damage(index: Path, array: Path, shape: tuple[int, int]) -> str | None:
-    """Why the cache at ``index`` + ``array`` cannot be trusted, or None: the index's form, the
-    array's header, dtype and shape, every row in range and used once, and the array's sha256."""
-    try:
-        idx = read_json(index)
-    except FbinferError:
-        return "index.json is not valid JSON"
+def cache_damage(idx: object, array: Path, shape: tuple[int, int]) -> str | None:
+    """Why a cache (``idx``: its parsed index.json; ``array``: its features.npy) cannot be trusted,
+    or None: the index's form, the array's header, dtype and shape, every row in range and used
+    once, and the array's sha256."""
     if not isinstance(idx, dict) or idx.get("version") != INDEX_VERSION:
         return "index.json is from another fbinfer version"
     rows = idx.get("rows")
@@ -173,7 +178,7 @@ def cache_damage(index: Path, array: Path, shape: tuple[int, int]) -> str | None
     try:
         feats = np.load(array, mmap_mode="r")
     except (OSError, ValueError) as e:
-        return f"features.npy is unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        return f"features.npy is unreadable: {first_line(e)}"
     if feats.dtype != np.float16 or feats.ndim != 3 or tuple(feats.shape[1:]) != shape:
         return f"features.npy holds {feats.dtype} {tuple(feats.shape)}, expected float16 (N, {shape[0]}, {shape[1]})"
     if sorted(v[0] for v in rows.values()) != list(range(len(feats))):

@@ -25,7 +25,7 @@ from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fbinfer.model.fashionbert import FashionBert
-from fbinfer.outputs import check_file_output, output_lock
+from fbinfer.outputs import claimed_file
 from fbinfer.threads import torch_threads
 from fbinfer.training import loop
 from fbinfer.training.loop import Optimization, autocast, resume_path
@@ -308,9 +308,7 @@ def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: Distill
     if env.world == 1:
         torch_threads()
     try:
-        if env.main:
-            check_file_output(out, "-o", force, resume)
-        with output_lock(out) if env.main else nullcontext():
+        with claimed_file(out, "-o", force, resume) if env.main else nullcontext():
             return _distill(env, teacher_path, data, spec, dc, out, resume)
     finally:
         env.stop()

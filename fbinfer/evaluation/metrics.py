@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def ranks_of_truth(scores: np.ndarray) -> np.ndarray:
+def ranks_of_truth(scores: np.ndarray, ties_against: bool = True) -> np.ndarray:
     """(Q, C) scores with the ground truth in column 0 -> 1-based rank of the truth per query.
 
-    Ties count against the truth (a constant scorer ranks last, not first).
+    Ties count against the truth (a constant scorer ranks last, not first); ``ties_against=False``
+    counts them for it, to measure how much of a difference is ties.
     """
     truth = scores[:, :1]
-    return 1 + (scores[:, 1:] >= truth).sum(axis=1)
+    return 1 + ((scores[:, 1:] >= truth) if ties_against else (scores[:, 1:] > truth)).sum(axis=1)
 
 
 def rank_at_k(scores: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:

@@ -14,7 +14,7 @@ from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.model.init import bert_folder, default_vocab, load_pretrained_encoder, read_vocab
-from fbinfer.outputs import check_file_output, output_lock
+from fbinfer.outputs import claimed_file
 from fbinfer.threads import torch_threads
 from fbinfer.training import loop
 from fbinfer.training.adaptive import MODES, TaskWeights
@@ -103,8 +103,7 @@ def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, 
     """Train and write ``out`` (and ``out.resume``), holding a lock on it; an existing checkpoint is
     replaced only with ``force`` and continued only with ``resume``."""
     tc = tc.validate()
-    check_file_output(out, "-o", force, resume)
-    with output_lock(out):
+    with claimed_file(out, "-o", force, resume):
         return _train(data, cfg, tc, out, resume)
 
 
