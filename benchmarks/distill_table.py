@@ -1,8 +1,9 @@
 """The distillation table (docs/results/distillation.md): teacher vs students, Rank@1/5/10 both directions on the fixed
 candidate lists (all queries, as ``fbinfer eval``), parameters, torch fp32 pairs/s at batch 64.
 
-Measures every model one after another in this process (so the speeds share one machine state)
-and writes JSON, a Markdown table and rank1_kept.png (distill_plot.py).
+Rank@K is cached beside the data (deterministic); pairs/s never is: every model is timed in this
+run, the models taking turns round by round, so each speed-up divides two figures from one
+machine state. Writes JSON, a Markdown table and rank1_kept.png (distill_plot.py).
 
 Usage: python benchmarks/distill_table.py TEACHER.pt --data DATA NAME=STUDENT.pt ... [--out benchmarks/results/distill]
 """
@@ -72,11 +73,12 @@ def main() -> None:
         report = json.loads(args.teacher_eval.read_text())
         if Path(report["data"]).resolve() != args.data.resolve() or args.queries is not None:
             raise SystemExit(f"{args.teacher_eval}: made on {report['data']} with all queries; not reusable here")
-    teacher = measure(args.teacher, data, args.queries, report=report)
-    students = {}
-    for spec in args.students:
-        name, _, path = spec.partition("=")
-        students[name] = {**measure(Path(path), data, args.queries), "how": describe(Path(path))}
+    paths = {"teacher": args.teacher, **{name: Path(path) for name, _, path in (spec.partition("=") for spec in args.students)}}
+    students = measure(paths, data, args.queries, reports={"teacher": report} if report else None)  # all timed in turns
+    teacher = students.pop("teacher")
+    for name, path in paths.items():
+        if name != "teacher":
+            students[name]["how"] = describe(path)
     console.print(compare_table(teacher, students))
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": teacher["threads"],

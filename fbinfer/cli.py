@@ -64,8 +64,11 @@ def data_features(
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     data: DataOpt,
     out: Annotated[Path, typer.Option("-o", "--out", help="Checkpoint to write (model.pt).")],
+    recipe: Annotated[str | None, typer.Option(help="Run a named recipe instead (teacher, teacher-short; README lists what each makes "
+                                                    "and how long it takes). It sets every training option but --seed and --checkpoint-every.")] = None,
     config: Annotated[str, typer.Option(help="fashionbert-mini | fashionbert-mini-2l | fashionbert-base | fashionbert-tiny")] = "fashionbert-mini",
     init: Annotated[str | None, typer.Option(help="'minilm', a local BERT folder, or 'none' for random init.")] = None,
     layers: Annotated[int | None, typer.Option(help="Override the number of encoder layers.")] = None,
@@ -94,6 +97,14 @@ def train_cmd(
     from fbinfer.model.config import preset
     from fbinfer.training.trainer import TrainConfig, train
 
+    if recipe:
+        from fbinfer.recipes import find_recipe, train_recipe
+
+        rec = find_recipe(recipe, "train")
+        refuse_beside_recipe(ctx, recipe)
+        train_recipe(rec, load_data(data), out, console, seed, checkpoint_every, resume, force)
+        console.print(f"wrote {out} (recipe {recipe}: {rec.result})")
+        return
     try:
         weights = tuple(float(x) for x in fixed_weights.split(","))
     except ValueError:
@@ -111,8 +122,11 @@ def train_cmd(
 
 @app.command("distill")
 def distill_cmd(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Argument(help="Teacher checkpoint (model.pt).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Student checkpoint to write.")],
+    recipe: Annotated[str | None, typer.Option(help="Run a named recipe instead (student; README lists what it makes and how long "
+                                                    "it takes). It sets every distillation option but --seed, --checkpoint-every and the table's.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Data folder or Fashion-Gen .h5 (default: the teacher's training data).")] = None,
     layers: Annotated[int, typer.Option(help="Student encoder layers.")] = 2,
     hidden: Annotated[int | None, typer.Option(help="Student width (default: the teacher's).")] = None,
@@ -148,22 +162,34 @@ def distill_cmd(
 
     if queries is not None and queries <= 0:
         raise FbinferError(f"--queries: must be positive, got {queries}")
-    dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
-                       weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists,
-                       list_size=list_size, dropout=dropout, checkpoint_every=checkpoint_every, seed=seed, precision=precision).validate()
+    if recipe:
+        from fbinfer.recipes import distill_recipe, find_recipe
+
+        rec = find_recipe(recipe, "distill")
+        refuse_beside_recipe(ctx, recipe, also=("data", "compare", "queries", "json_out"))
+    else:
+        dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
+                           weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists,
+                           list_size=list_size, dropout=dropout, checkpoint_every=checkpoint_every, seed=seed,
+                           precision=precision).validate()
     source = load_data(load_checkpoint(teacher).training_data(data))
     if json_out:
         check_writable(json_out, "--json")
-    result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume, force=force)
+    if recipe:
+        distill_recipe(rec, teacher, source, out, console, seed, checkpoint_every, resume, force)
+        done = f"wrote {out} (recipe {recipe}: {rec.result})"
+    else:
+        result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume, force=force)
+        done = (f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s (student layers started as teacher "
+                f"layers {result.init_layers} and learned from teacher layers {result.loss_layers})")
     if os.environ.get("RANK", "0") != "0":
         return
-    console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s (student layers started as teacher "
-                  f"layers {result.init_layers} and learned from teacher layers {result.loss_layers})")
+    console.print(done)
     if compare:
-        t, s = measure(teacher, source, queries), measure(out, source, queries)
-        console.print(compare_table(t, {out.name: s}))
+        r = measure({"teacher": teacher, out.name: out}, source, queries)
+        console.print(compare_table(r["teacher"], {out.name: r[out.name]}))
         if json_out:
-            write_comparison(json_out, t, {out.name: s})
+            write_comparison(json_out, r["teacher"], {out.name: r[out.name]})
             console.print(f"wrote {json_out}")
 
 
@@ -314,6 +340,15 @@ def demo_cmd(
     from fbinfer.demo import DemoConfig, default_workdir, run_demo
 
     run_demo(workdir or default_workdir(), DemoConfig(), console, fresh=fresh)
+
+
+def refuse_beside_recipe(ctx: typer.Context, recipe: str, also: tuple[str, ...] = ()) -> None:
+    """A recipe sets its own options: one given on the command line as well is an error, not silently dropped."""
+    kept = {"data", "out", "recipe", "seed", "checkpoint_every", "resume", "force", "teacher", *also}
+    given = [p.opts[0] for p in ctx.command.params
+             if p.name not in kept and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]  # typer may vendor click
+    if given:
+        raise FbinferError(f"--recipe {recipe}: sets its own options; drop {', '.join(given)}")
 
 
 def fail(message: str) -> None:

@@ -74,7 +74,8 @@ def run_demo(workdir: Path, cfg: DemoConfig, console: Console, fresh: bool = Fal
     console.print(f"[bold]5/5[/] distilling a {cfg.student_layers}-layer student for {cfg.distill_steps} steps -> {student}")
     distill(teacher, data, StudentSpec(layers=cfg.student_layers), DistillConfig(steps=cfg.distill_steps, seed=cfg.seed), student,
             force=True)
-    console.print(compare_table(measure(teacher, data), {student.name: measure(student, data)}))
+    r = measure({"teacher": teacher, student.name: student}, data)
+    console.print(compare_table(r["teacher"], {student.name: r[student.name]}))
     made["student"] = str(student)
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s; made:")
     for k, v in made.items():

@@ -1,10 +1,12 @@
-"""Shared fixtures: a tiny synthetic catalogue and a tiny trained model, made once per session."""
+"""Shared fixtures: a tiny synthetic catalogue, a tiny model whose scores spread over units, and its
+bundle, made once per session."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+from helpers import spread_scores
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -26,6 +28,7 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("model") / "tiny.pt"
     train(load_data(tiny_data), preset("fashionbert-tiny"), TrainConfig(steps=6, batch_size=8, checkpoint_every=4, tia_warmup_steps=2), out)
+    spread_scores(out)
     return out
 
 

@@ -43,6 +43,7 @@ def test_spearman_by_hand():
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1.0)
     # ties take their average rank: ranks (0.5, 0.5, 2) vs (0, 1, 2)
     assert spearman(np.array([1.0, 1, 3]), np.array([1.0, 2, 3])) == pytest.approx(0.8660254, abs=1e-6)
+    assert spearman(np.array([1.0, 2, 3]), np.full(3, 5.0)) == 0.0 and spearman(np.full(3, 2.0), np.full(3, 5.0)) == 1.0
 
 
 def test_drift_on_hand_made_matrices():

@@ -186,3 +186,28 @@ def test_fashiongen_missing_field(tmp_path):
     path.write_bytes(b"not hdf5")
     with pytest.raises(FbinferError, match="not a readable HDF5 file"):
         load_data(path)
+
+
+def test_data_errors_reach_the_cli_as_one_line(tmp_path, tiny_data):
+    """The reader's messages survive the CLI: one line naming the file (and line), exit 1."""
+    import shutil
+
+    from helpers import assert_one_line_error, run_cli
+
+    features = lambda d: run_cli("data", "features", "--data", str(d), "--config", "fashionbert-tiny")
+    jsonl = tmp_path / "jsonl"
+    shutil.copytree(tiny_data, jsonl, ignore=shutil.ignore_patterns(".fbinfer"))
+    with (jsonl / "train.jsonl").open("a") as f:
+        f.write("{not json\n")
+    lines = len((jsonl / "train.jsonl").read_text().splitlines())
+    assert_one_line_error(features(jsonl), f"train.jsonl:{lines}: malformed JSON")
+    h5 = tmp_path / "f.h5"
+    write_fashiongen(h5, fashiongen_rows()[:4], drop="input_productID")
+    assert_one_line_error(features(h5), "f.h5: missing field 'input_productID'")
+    image = tmp_path / "image"
+    shutil.copytree(tiny_data, image, ignore=shutil.ignore_patterns(".fbinfer"))
+    first = load_data(image).test[0]
+    (image / first.image).write_bytes(b"not an image")
+    r = features(image)
+    assert_one_line_error(r, "not a readable image")
+    assert first.image in r.stderr.strip().splitlines()[-1]

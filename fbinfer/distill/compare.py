@@ -1,6 +1,8 @@
 """Teacher vs students: Rank@K on the ``fbinfer eval`` candidate lists, size and pairs/s here."""
 from __future__ import annotations
 
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -12,37 +14,56 @@ from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
-from fbinfer.evaluation.timing import time_runner
+from fbinfer.evaluation.timing import times_in_turns, timing
 from fbinfer.fileio import read_json, sha256, write_json
 from fbinfer.model.checkpoint import load_checkpoint
 
 
-def measure(path: Path, data: DataSource, queries: int | None = None, batch: int = 64, seconds: float = 3.0,
-            report: dict | None = None) -> dict:
-    """Rank@K and torch fp32 pairs/s at ``batch`` of one checkpoint. The result is cached beside
-    the data, keyed by the checkpoint's bytes, the data, the query count and the threads (a
-    teacher compared with several students is evaluated once). ``report``: this checkpoint's
-    ``fbinfer eval`` result on the same data, used instead of evaluating again."""
+def ranking(path: Path, data: DataSource, queries: int | None = None, report: dict | None = None) -> dict:
+    """Rank@K, accuracy, AUC and size of one checkpoint, cached beside the data keyed by the
+    checkpoint's bytes, the data and the query count (they are deterministic; a teacher compared
+    with several students is evaluated once). ``report``: its ``fbinfer eval`` result on the same
+    data, used instead of evaluating again."""
     ck = load_checkpoint(path)
-    threads = torch.get_num_threads()
-    key = f"{sha256(path)[:16]}-{data.fingerprint()}-q{queries}-b{batch}-t{threads}"
-    cache = data.cache_dir / "compare" / f"{key}.json"
+    cache = data.cache_dir / "compare" / f"{sha256(path)[:16]}-{data.fingerprint()}-q{queries}.json"
     if cache.is_file():
         return {**read_json(cache), "model": str(path)}
-    store = FeatureStore(data, ck.config).ensure(data.test)
     if report is None:
-        report, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), store), data, queries)
-    items = [data.test[i % len(data.test)] for i in range(batch)]
-    feeds = make_feeds(ck.tokenizer(), store.get(items).numpy(), [it.text for it in items])
-    with TorchRunner(ck.model) as runner:
-        speed = time_runner(runner, feeds, min_seconds=seconds)
+        report, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test)), data, queries)
     cfg = ck.config
     result = {"model": str(path), "layers": cfg.num_layers, "hidden": cfg.hidden_size, "heads": cfg.num_heads,
               "parameters": ck.model.num_parameters(), "rank": {d: report[d] for d in DIRECTIONS},
-              "accuracy": report["accuracy"], "auc": report["auc"], "pairs_per_s": round(speed.pairs_per_s, 1),
-              "latency_ms": speed.latency(), "batch": batch, "threads": threads}
+              "accuracy": report["accuracy"], "auc": report["auc"]}
     write_json(cache, result)
     return result
+
+
+def measure(models: dict[str, Path], data: DataSource, queries: int | None = None, batch: int = 64, rounds: int = 30,
+            reports: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Rank@K (``ranking``) and torch fp32 pairs/s at ``batch`` of each named checkpoint. Speeds are
+    never cached: every model is timed here, the models taking turns in each of ``rounds`` rounds
+    (``times_in_turns``), so a speed-up divides two figures from one machine state.
+
+    Example:
+        >>> r = measure({"teacher": Path("teacher.pt"), "student": Path("student.pt")}, load_data(DATA))
+        >>> r["student"]["pairs_per_s"] / r["teacher"]["pairs_per_s"]
+    """
+    results = {name: ranking(path, data, queries, (reports or {}).get(name)) for name, path in models.items()}
+    items = [data.test[i % len(data.test)] for i in range(batch)]
+    with ExitStack() as stack:
+        calls = []
+        for path in models.values():
+            ck = load_checkpoint(path)
+            feeds = make_feeds(ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test).get(items).numpy(),
+                               [it.text for it in items])
+            calls.append(partial(stack.enter_context(TorchRunner(ck.model)).infer, feeds))
+        times = times_in_turns(calls, rounds, "timing the models, in turns")
+    threads = torch.get_num_threads()
+    for (name, result), ms in zip(results.items(), times):
+        speed = timing(ms, batch)
+        result.update(pairs_per_s=round(speed.pairs_per_s, 1), latency_ms=speed.latency(), batch=batch, threads=threads,
+                      timed=f"in turns with {', '.join(n for n in models if n != name) or 'nothing'}, {rounds} rounds")
+    return results
 
 
 def kept(r: dict, teacher: dict, direction: str) -> float:
@@ -66,4 +87,4 @@ def write_comparison(path: Path, teacher: dict, students: dict[str, dict]) -> No
     write_json(path, {"teacher": teacher, "students": students})
 
 
-__all__ = ["compare_table", "measure", "write_comparison"]
+__all__ = ["compare_table", "measure", "ranking", "write_comparison"]

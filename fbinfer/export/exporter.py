@@ -19,6 +19,7 @@ import onnx
 from fbinfer.backends import openvino
 from fbinfer.backends.base import Runner
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
+from fbinfer.backends.onnxruntime import unavailable as ort_unavailable
 from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bundle import TARGETS, Bundle, graph_key
 from fbinfer.bundle.folder import MANIFEST
@@ -91,7 +92,7 @@ def calibration_feeds(ck: Checkpoint, data: DataSource, store: FeatureStore, cc:
 
 def versions() -> dict[str, str]:
     out = {}
-    for pkg in ("torch", "onnx", "onnxruntime", "onnxscript", "openvino", "fbinfer"):
+    for pkg in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "openvino", "fbinfer"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -134,6 +135,8 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
     """Write the bundle; returns its manifest. FP32 graphs off by more than ``fp32_tolerance``
     in any logit, on any backend, fail the export (nothing is left behind)."""
     ec = ec.validate()
+    if missing := ort_unavailable():  # the export quantizes with it and checks parity on it
+        raise FbinferError(f"export: {missing}")
     check_folder_output(out, "-o", force, MANIFEST, inputs=(checkpoint, data.path))
     ck = load_checkpoint(checkpoint)
     cfg = ck.config

@@ -1,0 +1,126 @@
+"""Named recipes: the multi-run chains behind the documented teacher and student, one command each
+(``fbinfer train --recipe NAME``, ``fbinfer distill --recipe NAME``).
+
+A recipe is a list of runs. A run trains to its first step count, then extends itself to each
+further count with a resume (the linear schedule restarts at the remaining share of the peak lr,
+as the documented models were made). A later run of a training recipe fine-tunes the previous
+run's model (``--from``). Runs before the last write ``OUT.runN.pt``, next to ``OUT``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fbinfer.data.source import DataSource
+from fbinfer.errors import FbinferError
+from fbinfer.model.checkpoint import load_checkpoint
+from fbinfer.training.loop import resume_path
+
+
+@dataclass(frozen=True)
+class Run:
+    steps: tuple[int, ...]  # the run's total steps after each segment; every segment after the first resumes
+    options: dict[str, Any] = field(default_factory=dict)  # TrainConfig / DistillConfig fields
+
+
+@dataclass(frozen=True)
+class Recipe:
+    command: str  # train or distill
+    runs: tuple[Run, ...]
+    model: dict[str, Any]  # train: the preset name under "config"; distill: StudentSpec fields
+    result: str  # what it made, as measured (docs/results/)
+    minutes: str  # measured on 2 cores
+
+
+RECIPES: dict[str, Recipe] = {
+    "teacher": Recipe(
+        "train",
+        (Run((1200, 1800, 3000), {"hard_ratio": 1.0, "precision": "bf16"}),
+         Run((600,), {"hard_ratio": 0.5, "lr": 5e-5, "head_lr": 5e-5, "precision": "bf16"})),
+        {"config": "fashionbert-mini"},
+        "Rank@1 67.9 / 70.8 on the default synthetic set (docs/results/training.md)",
+        "85 (bf16; 106 in fp32), plus the patch features"),
+    "teacher-short": Recipe(
+        "train",
+        (Run((1200,), {"hard_ratio": 1.0}), Run((600,), {"hard_ratio": 0.5, "lr": 5e-5, "head_lr": 5e-5})),
+        {"config": "fashionbert-mini"},
+        "Rank@1 62.5 / 69.2 on the default synthetic set (docs/results/training.md)",
+        "50 (fp32: 1,200 steps in 2,048 s, 600 in about 950 s)"),
+    "student": Recipe(
+        "distill",
+        (Run((3000, 4500), {"lr": 3e-4, "precision": "bf16"}),),
+        {"layers": 2},
+        "2 x 384, 101 / 102 % of the teacher recipe's Rank@1 (docs/results/distillation.md)",
+        "77 (bf16: 3,000 steps in 3,085 s, then 1,500 in about 26 min)"),
+}
+
+
+def find_recipe(name: str, command: str) -> Recipe:
+    """The recipe called ``name`` for ``command``; a one-line error names the choices otherwise."""
+    names = [n for n, r in RECIPES.items() if r.command == command]
+    if name not in names:
+        raise FbinferError(f"--recipe: unknown {command} recipe {name!r}; choose from {', '.join(names)}")
+    return RECIPES[name]
+
+
+def run_path(out: Path, index: int, runs: int) -> Path:
+    """Where run ``index`` writes: ``out`` for the last, ``OUT.runN.pt`` before it."""
+    return out if index == runs - 1 else out.with_name(f"{out.stem}.run{index + 1}{out.suffix}")
+
+
+def done_steps(path: Path) -> int:
+    """Steps a checkpoint holds (0 when there is none yet)."""
+    return load_checkpoint(path).meta.get("steps", 0) if path.is_file() else 0
+
+
+Segment = Callable[[Run, int, Path, "Path | None", bool, bool], object]
+
+
+def run_recipe(r: Recipe, out: Path, segment: Segment, console: Console, resume: bool = False, force: bool = False) -> None:
+    """Run every segment of ``r`` in order through ``segment(run, steps, path, previous, resume,
+    force)``, ``previous`` being the run before's checkpoint. With ``resume``, segments whose
+    checkpoint already holds their steps are skipped and an interrupted one continues, so a
+    stopped recipe picks up where it stopped."""
+    previous = None
+    for i, run in enumerate(r.runs):
+        path = run_path(out, i, len(r.runs))
+        for j, steps in enumerate(run.steps):
+            have = done_steps(path) if resume or j else 0
+            if have >= steps:
+                console.print(f"recipe: {path} already holds {have} steps; skipped")
+                continue
+            cont = j > 0 or (resume and resume_path(path).is_file())
+            console.print(f"[bold]recipe {i + 1}.{j + 1}[/]: to step {steps} -> {path}" + (" (resumed)" if cont else ""))
+            segment(run, steps, path, previous, cont, force and not cont)
+        previous = path
+
+
+def train_recipe(r: Recipe, data: DataSource, out: Path, console: Console, seed: int = 0, checkpoint_every: int = 200,
+                 resume: bool = False, force: bool = False) -> None:
+    """``fbinfer train --recipe``: every run of a training recipe, the later ones fine-tuning the earlier."""
+    from fbinfer.model.config import preset
+    from fbinfer.training.trainer import TrainConfig, train
+
+    def segment(run: Run, steps: int, path: Path, previous: Path | None, cont: bool, replace: bool) -> None:
+        tc = TrainConfig(steps=steps, seed=seed, checkpoint_every=checkpoint_every, start=str(previous) if previous else None,
+                         **run.options)
+        train(data, preset(r.model["config"]), tc, path, resume=cont, force=replace)
+
+    run_recipe(r, out, segment, console, resume, force)
+
+
+def distill_recipe(r: Recipe, teacher: Path, data: DataSource, out: Path, console: Console, seed: int = 0,
+                   checkpoint_every: int = 200, resume: bool = False, force: bool = False) -> None:
+    """``fbinfer distill --recipe``: the student recipe's segments, each extending the one before."""
+    from fbinfer.distill.student import StudentSpec
+    from fbinfer.distill.trainer import DistillConfig, distill
+
+    def segment(run: Run, steps: int, path: Path, previous: Path | None, cont: bool, replace: bool) -> None:
+        dc = DistillConfig(steps=steps, seed=seed, checkpoint_every=checkpoint_every, **run.options).validate()
+        distill(teacher, data, StudentSpec(**r.model), dc, path, resume=cont, force=replace)
+
+    run_recipe(r, out, segment, console, resume, force)
