@@ -24,10 +24,10 @@ def ranking(path: Path, data: DataSource, queries: int | None = None, report: di
     checkpoint's bytes, the data and the query count (they are deterministic; a teacher compared
     with several students is evaluated once). ``report``: its ``fbinfer eval`` result on the same
     data, used instead of evaluating again."""
-    ck = load_checkpoint(path)
     cache = data.cache_dir / "compare" / f"{sha256(path)[:16]}-{data.fingerprint()}-q{queries}.json"
     if cache.is_file():
         return {**read_json(cache), "model": str(path)}
+    ck = load_checkpoint(path)
     if report is None:
         report, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test)), data, queries)
     cfg = ck.config

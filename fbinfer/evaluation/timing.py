@@ -11,9 +11,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fbinfer.backends.base import Runner
-from fbinfer.bundle.io_spec import batch_size
-
 
 @dataclass
 class Timing:
@@ -25,20 +22,6 @@ class Timing:
 
     def latency(self) -> dict[str, float]:
         return {"p50": round(self.p50, 3), "p95": round(self.p95, 3), "p99": round(self.p99, 3)}
-
-
-def time_runner(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 3, min_iters: int = 10,
-                min_seconds: float = 3.0) -> Timing:
-    """At least ``min_iters`` calls and ``min_seconds`` after ``warmup`` calls; latency in ms per batch."""
-    for _ in range(warmup):
-        runner.infer(feeds)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_iters or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        runner.infer(feeds)
-        times.append((time.perf_counter() - t) * 1e3)
-    return timing(times, batch_size(feeds))
 
 
 def timing(ms: Sequence[float], batch: int) -> Timing:
