@@ -271,6 +271,34 @@ def build_cmd(
     console.print(f"wrote {bundle / record['file']} ({record['gpu']}, TensorRT {record['tensorrt']}, {record['build_seconds']} s)")
 
 
+@app.command("serve")
+def serve_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder made by fbinfer export.")],
+    backend: Annotated[str, typer.Option(help="onnxruntime, openvino or tensorrt: what runs the bundle inside Triton.")] = "onnxruntime",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8, as the backend offers.")] = "fp32",
+    http_port: Annotated[int, typer.Option(help="Triton's HTTP/REST port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="Triton's gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Triton's Prometheus metrics port.")] = 8002,
+    max_batch: Annotated[int, typer.Option(help="Largest batch Triton's dynamic batcher forms.")] = 64,
+    max_queue_delay_us: Annotated[int, typer.Option(help="How long the dynamic batcher waits to fill a batch.")] = 500,
+    instances: Annotated[int, typer.Option(help="Model instances (processes) per model.")] = 1,
+    repository: Annotated[Path | None, typer.Option(help="Write the served repository here and keep it (default: a temporary one).")] = None,
+    write_repository: Annotated[Path | None, typer.Option(help="Only write the GPU repository for NVIDIA's Triton container here; serve nothing.")] = None,
+    platform: Annotated[str, typer.Option(help="With --write-repository: onnxruntime or tensorrt.")] = "onnxruntime",
+) -> None:
+    """Serve a bundle with NVIDIA Triton Inference Server (foreground; Ctrl-C or SIGTERM stops it)."""
+    from fbinfer.serve.run import ServeConfig, serve
+    from fbinfer.serve.run import write_repository as write_gpu
+    from fbinfer.serve.server import Ports
+
+    if write_repository is not None:
+        out = write_gpu(bundle, write_repository, platform, precision, max_batch, max_queue_delay_us)
+        console.print(f"wrote {out} (platform {platform}); run it on a GPU with NVIDIA's Triton container, see README")
+        return
+    sc = ServeConfig(backend, precision, Ports(http_port, grpc_port, metrics_port), max_batch, max_queue_delay_us, instances)
+    serve(bundle, sc, repository, log=console.print)
+
+
 @app.command("bench")
 def bench_cmd(
     models: Annotated[list[Path] | None, typer.Argument(help="Checkpoints (exported on the fly into MODEL.bundle) or bundles; default: the demo's.")] = None,

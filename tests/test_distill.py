@@ -155,7 +155,7 @@ def logit_gap(student_path: Path, teacher_path: Path, data_path: Path) -> float:
     data = load_data(data_path)
     t, s = load_checkpoint(teacher_path), load_checkpoint(student_path)
     texts, images, _ = PairSampler(data.test, 5, 32, hard_ratio=1.0).pairs(0)
-    batch = t.tokenizer()([x.text for x in texts])
+    batch = t.tokenizer()([x.text for x in texts]).as_torch()
     patches = FeatureStore(data, t.config).ensure(data.test).get(images)
     with torch.no_grad():
         a = t.model(batch.input_ids, batch.attention_mask, patches).logit

@@ -3,7 +3,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from fbinfer.data.features import FeatureStore, PixelPatches
+from fbinfer.data.features import FeatureStore
+from fbinfer.data.preprocess import PixelPatches
 from fbinfer.data.source import load_data
 from fbinfer.model.config import preset
 

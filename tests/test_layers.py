@@ -21,6 +21,7 @@ LAYERS = [
     {"export"},
     {"runtime"},
     {"bench"},
+    {"serve"},
     {"recipes", "demo", "cli", "__init__"},
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}

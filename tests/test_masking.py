@@ -8,7 +8,7 @@ from fbinfer.training.objectives import mpm_kl, patch_mask, whole_word_mask
 def test_whole_word_masking_masks_every_piece_of_a_word():
     vocab = default_vocab()
     tok = TextTokenizer(vocab, 64)
-    b = tok(["unbelievably embroidered cardigans everywhere"] * 20)
+    b = tok(["unbelievably embroidered cardigans everywhere"] * 20).as_torch()
     gen = torch.Generator().manual_seed(0)
     ids, labels = whole_word_mask(b, torch.arange(20), 0.15, len(vocab), tok.mask_id, tok.special_ids, gen)
     for r in range(20):
@@ -25,7 +25,7 @@ def test_whole_word_masking_masks_every_piece_of_a_word():
 
 def test_only_chosen_rows_are_masked():
     tok = TextTokenizer(default_vocab(), 64)
-    b = tok(["red dress", "blue shirt"])
+    b = tok(["red dress", "blue shirt"]).as_torch()
     gen = torch.Generator().manual_seed(0)
     _, labels = whole_word_mask(b, torch.tensor([1]), 0.15, 30522, tok.mask_id, tok.special_ids, gen)
     assert labels[0].eq(-100).all() and labels[1].ne(-100).any()
@@ -41,7 +41,7 @@ def test_mpm_kl_is_zero_for_identical_and_positive_otherwise():
 
 def test_zero_probability_masks_nothing():
     tok = TextTokenizer(default_vocab(), 64)
-    b = tok(["red dress with long sleeves"])
+    b = tok(["red dress with long sleeves"]).as_torch()
     gen = torch.Generator().manual_seed(0)
     ids, labels = whole_word_mask(b, torch.tensor([0]), 0.0, 30522, tok.mask_id, tok.special_ids, gen)
     assert torch.equal(ids, b.input_ids) and labels.eq(-100).all()

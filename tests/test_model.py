@@ -30,9 +30,9 @@ def test_shapes(model):
 def test_padding_is_masked(model):
     """Extra [PAD] tokens (mask 0) must not change the match logit."""
     tok = TextTokenizer(default_vocab(), 64)
-    b = tok(["a red striped tee"])
+    b = tok(["a red striped tee"]).as_torch()
     p = torch.randn(1, 64, model.config.patch_feature_dim)
-    padded = tok(["a red striped tee"], pad_to=20)
+    padded = tok(["a red striped tee"], pad_to=20).as_torch()
     assert padded.input_ids.shape == (1, 20) and padded.attention_mask.sum() == b.attention_mask.sum()
     with torch.no_grad():
         a = model(b.input_ids, b.attention_mask, p).logit

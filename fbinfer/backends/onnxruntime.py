@@ -27,10 +27,12 @@ def unavailable() -> str | None:
 
 
 class OnnxRuntimeRunner(Runner):
-    """An ONNX graph in ONNX Runtime (CPU unless other providers are given)."""
+    """An ONNX graph in ONNX Runtime (CPU unless other providers are given). ``outputs``: the
+    matcher's logit, or the extractor graph's patches."""
 
-    def __init__(self, path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None):
-        self.path, self.providers, self.threads = Path(path), providers, threads
+    def __init__(self, path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None,
+                 outputs: tuple[str, ...] = OUTPUT_NAMES):
+        self.path, self.providers, self.threads, self.outputs = Path(path), providers, threads, outputs
         self.name = f"onnxruntime:{self.path.name}"
         self.session = None
 
@@ -53,7 +55,7 @@ class OnnxRuntimeRunner(Runner):
         self.activate()
         typed = {n: feeds[n].astype(np.float16 if t == "tensor(float16)" else feeds[n].dtype, copy=False)
                  for n, t in self.inputs.items()}
-        return {n: v.astype(np.float32, copy=False) for n, v in zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), typed))}
+        return {n: v.astype(np.float32, copy=False) for n, v in zip(self.outputs, self.session.run(list(self.outputs), typed))}
 
     def describe(self) -> dict[str, str]:
         return {"graph": self.path.name, "providers": ",".join(self.providers)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fbinfer.backends.base import Runner
-from fbinfer.bundle.io_spec import LOGIT, batch_size
+from fbinfer.bundle.io_spec import LOGIT
 from fbinfer.errors import FbinferError
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -61,8 +61,9 @@ class OpenVINORunner(Runner):
     requests; a number sets it; 1 is one synchronous request on every core, as a plain user runs it.
     """
 
-    def __init__(self, path: Path, hints: dict[str, str] | None = None, streams: int | None = 1, name: str | None = None):
-        self.path, self.hints, self.streams = Path(path), dict(hints or {}), streams
+    def __init__(self, path: Path, hints: dict[str, str] | None = None, streams: int | None = 1, name: str | None = None,
+                 output: str = LOGIT):
+        self.path, self.hints, self.streams, self.output = Path(path), dict(hints or {}), streams, output
         self.name = name or f"openvino:{self.path.name}"
         self.requests: list = []
 
@@ -86,17 +87,17 @@ class OpenVINORunner(Runner):
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.activate()
-        n = batch_size(feeds)
+        n = len(next(iter(feeds.values())))  # every feed leads with the batch
         parts = [p for p in np.array_split(np.arange(n), min(len(self.requests), n))]
         if len(parts) == 1:
-            return {LOGIT: np.array(self.requests[0].infer(feeds)[0], dtype=np.float32)}
-        out = np.empty(n, dtype=np.float32)
+            return {self.output: np.array(self.requests[0].infer(feeds)[0], dtype=np.float32)}
         for request, rows in zip(self.requests, parts):
             request.start_async({k: np.ascontiguousarray(v[rows[0]:rows[-1] + 1]) for k, v in feeds.items()})
-        for request, rows in zip(self.requests, parts):
+        out = []
+        for request in self.requests[:len(parts)]:
             request.wait()
-            out[rows] = request.get_output_tensor(0).data
-        return {LOGIT: out}
+            out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
+        return {self.output: np.concatenate(out)}
 
     def describe(self) -> dict[str, str]:
         """The graph and what OpenVINO actually chose (the precision it runs, its streams)."""

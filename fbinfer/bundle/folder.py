@@ -12,6 +12,8 @@ reads the manifest by hand.
     trt.fp16.onnx    FP16 with FP32 islands          trt.int8.onnx   Q/DQ for TensorRT, FP16 elsewhere
     ort.fp32.onnx    fused for ONNX Runtime          ort.int8.onnx   CPU INT8 for ONNX Runtime
     ov.int8.onnx     Q/DQ for OpenVINO, FP32 elsewhere
+    extractor.fp32.onnx / extractor.fp16.onnx   the image extractor (EfficientNet-Lite0 trunk):
+                     preprocessed pixels -> patch features, so serving needs no torch
     engine.<precision>.plan   TensorRT engines, added by fbinfer build
 """
 from __future__ import annotations
@@ -104,6 +106,11 @@ class Bundle:
         for precision, record in m.get("engines", {}).items():
             if not isinstance(record, dict) or record.get("file") != engine_file(precision):
                 raise FbinferError(f"{where}: engines['{precision}'] must name {engine_file(precision)}")
+        extractor = m.get("extractor")
+        if extractor is not None:
+            graphs = extractor.get("graphs", {}) if isinstance(extractor, dict) else None
+            if not isinstance(graphs, dict) or any(not isinstance(g, dict) or g.get("file") not in m["files"] for g in graphs.values()):
+                raise FbinferError(f"{where}: field 'extractor' must list graphs whose files are under 'files'")
         vocab = m["tokenizer"].get("vocab")
         if vocab not in m["files"]:
             raise FbinferError(f"{where}: tokenizer vocab {vocab!r} is not listed under 'files'")
@@ -147,6 +154,12 @@ class Bundle:
         from fbinfer.model.tokenizer import TextTokenizer
 
         return TextTokenizer(self.vocab(), self.config.max_text_len)
+
+    def extractor_graph(self, precision: str = "fp32") -> Path | None:
+        """The image extractor's graph, or None where the bundle has none (a pixel-patch model, or a
+        bundle exported before fbinfer wrote one: its images need the PyTorch extractor)."""
+        g = self.manifest.get("extractor", {}).get("graphs", {}).get(precision)
+        return self.file(g["file"]) if g else None
 
     def graphs(self) -> dict[tuple[str, str], dict]:
         """(target, precision) -> the graph's manifest entry."""

@@ -27,6 +27,7 @@ BATCH, TEXT = "batch", "text_len"
 INPUT_IDS, ATTENTION_MASK, PATCHES = "input_ids", "attention_mask", "patches"
 INPUT_NAMES = (INPUT_IDS, ATTENTION_MASK, PATCHES)
 LOGIT = "logit"
+PIXELS = "pixels"  # the extractor graph's input: preprocessed (B, 3, H, W); its output is PATCHES
 
 
 def input_specs(cfg: FashionBertConfig) -> tuple[TensorSpec, ...]:

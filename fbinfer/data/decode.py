@@ -46,5 +46,7 @@ def decode_image(blob: bytes, name: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FbinferError(f"{name}: image declares too many pixels, over the limit of {MAX_PIXELS:,} "
                            "(fbinfer.data.decode.MAX_PIXELS)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise FbinferError(f"{name}: not a readable image (unknown image format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise FbinferError(f"{name}: not a readable image ({type(e).__name__}: {first_line(e)})") from None

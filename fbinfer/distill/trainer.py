@@ -283,7 +283,7 @@ def check_vocab(teacher: Checkpoint, data: DataSource) -> None:
     """The data's captions must be mostly words the teacher's vocab knows (checked before any
     feature extraction, so a wrong data set fails at once)."""
     tok = teacher.tokenizer()
-    sample = tok([it.text for it in data.train[:256]])
+    sample = tok([it.text for it in data.train[:256]]).as_torch()
     real = sample.attention_mask.bool() & ~torch.isin(sample.input_ids, torch.tensor(sorted(tok.special_ids)))
     unknown = (sample.input_ids[real] == tok.vocab.index("[UNK]")).float().mean().item() if real.any() else 1.0
     if unknown > 0.5:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 from fbinfer.backends import openvino
 from fbinfer.backends.base import Runner
@@ -23,11 +24,13 @@ from fbinfer.backends.onnxruntime import unavailable as ort_unavailable
 from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bundle import TARGETS, Bundle, graph_key
 from fbinfer.bundle.folder import MANIFEST
-from fbinfer.bundle.io_spec import OUTPUTS, batch_size, input_specs, make_feeds
+from fbinfer.bundle.io_spec import OUTPUTS, PATCHES, PIXELS, batch_size, input_specs, make_feeds
 from fbinfer.data.features import FeatureStore
+from fbinfer.data.preprocess import ImagePreprocess
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError
 from fbinfer.export import cpu_int8
+from fbinfer.export.extractor import export_extractor
 from fbinfer.export.graphs import OPSET, check_graph, export_fp32, fuse_for_onnxruntime, nonstandard_ops, op_counts, to_fp16
 from fbinfer.export.int8 import CalibrationConfig, calibrate, calibration_key, check_qdq, insert_qdq, weight_ops
 from fbinfer.export.parity import ParitySet, compare
@@ -180,6 +183,7 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
             job.add("onnxruntime", "fp32", fused_ops=fused)
             if "int8" in ec.precisions:
                 _onnxruntime_int8(job, calib, smoothed)
+        _extractor(job, data, "tensorrt" in ec.targets and "fp16" in ec.precisions, ov_here)
         (tmp / VOCAB).write_text("\n".join(ck.vocab) + "\n", encoding="utf-8")
         job.bundle.add_file(VOCAB)
         job.bundle.save()
@@ -189,6 +193,30 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
 VOCAB = "vocab.txt"
 FP16_NOTE = ("run in ONNX Runtime CPU, whose kernels upcast some FP16 ops to FP32 internally; "
              "GPU drift can be larger and is measured by the bench on a GPU")
+
+
+def _extractor(job: _Export, data: DataSource, fp16: bool, openvino_here: bool, feature_images: int = 32) -> None:
+    """The image extractor's graphs: features against PyTorch on the parity set's first
+    ``feature_images`` images (every backend here), then the FP32 graph's features through the
+    ONNX Runtime matcher on every parity pair, ranked against the PyTorch reference."""
+    bundle = job.bundle
+    unique = list({it.image: it for it in job.parity.images}.values())
+    images = [data.open_image(it) for it in tqdm(unique, desc="parity images", unit="img", leave=False)]
+    run = {"onnxruntime": lambda path, px: OnnxRuntimeRunner(path, outputs=(PATCHES,)).infer({PIXELS: px})[PATCHES]}
+    if openvino_here:
+        run["openvino"] = lambda path, px: openvino.OpenVINORunner(path, openvino.hints_for("fp32"), output=PATCHES).infer({PIXELS: px})[PATCHES]
+    entry = export_extractor(bundle.config, bundle.folder, images[:feature_images], job.ec.max_batch, fp16, run)
+    for g in entry.get("graphs", {}).values():
+        bundle.add_file(g["file"])
+    if "graphs" in entry:
+        graph = OnnxRuntimeRunner(bundle.folder / entry["graphs"]["fp32"]["file"], outputs=(PATCHES,))
+        pre = ImagePreprocess.from_dict(entry["preprocess"])
+        feats = np.concatenate([graph.infer({PIXELS: pre(images[b:b + 32])})[PATCHES] for b in range(0, len(images), 32)])
+        matcher = bundle.graph_path("onnxruntime" if bundle.has_graph("onnxruntime", "fp32") else "tensorrt", "fp32")
+        logits = job.parity.with_patches({it.image: f for it, f in zip(unique, feats)}).logits(OnnxRuntimeRunner(matcher),
+                                                                                                "parity: extractor end to end")
+        entry["end_to_end"] = {"matcher": matcher.name, **compare(job.reference, logits, job.parity.queries)}
+    bundle.manifest["extractor"] = entry
 
 
 def _openvino_float(job: _Export) -> None:

@@ -53,7 +53,7 @@ def trace(module: torch.nn.Module, cfg: FashionBertConfig, path: Path, opset: in
     batch = torch.export.Dim(BATCH, min=1, max=max_batch)
     text = torch.export.Dim(TEXT, min=2, max=max_text_len)
     feeds = example_feeds(cfg, batch=min(3, max_batch) if max_batch > 1 else 1, text_len=min(12, max_text_len))
-    with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
+    with warnings.catch_warnings(), quiet("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, as_torch(feeds), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
@@ -71,7 +71,7 @@ def fuse_for_onnxruntime(src: Path, dst: Path) -> dict[str, int]:
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     model = ir.load(str(src))
-    with _quiet("onnxscript"):
+    with quiet("onnxscript"):
         model, _ = optimize_for_ort(model)
     ir.save(model, str(dst))
     counts = op_counts(onnx.load(str(dst)))
@@ -101,7 +101,7 @@ def to_fp16(model: onnx.ModelProto, fp32_ops: tuple[str, ...], fp32_head: bool) 
 
     head = head_nodes(model) if fp32_head else []
     islands = sorted({n.name for n in model.graph.node if n.op_type in fp32_ops} | set(head))
-    with _quiet("onnxruntime"):
+    with quiet("onnxruntime"):
         out = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(fp32_ops), node_block_list=head)
     del out.graph.value_info[:]  # the converter leaves some intermediate types stale; they are optional, and re-inferred
     return toposort(out), islands
@@ -155,7 +155,7 @@ def head_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in nodes[last + 1:]]
 
 
-class _quiet:
+class quiet:
     """Silence chatty loggers of the exporter stack for one block."""
 
     def __init__(self, *names: str):

@@ -12,18 +12,21 @@ import numpy as np
 from tqdm import tqdm
 
 from fbinfer.backends.base import Runner
-from fbinfer.bundle.io_spec import LOGIT, make_feeds
+from fbinfer.bundle.io_spec import LOGIT, PATCHES, make_feeds
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.features import FeatureStore
+from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource, load_data
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
 
 
 @dataclass
 class ParitySet:
-    """Feeds in batches, and for each query the slice of the flat logit vector holding its candidates."""
+    """Feeds in batches, for each query the slice of the flat logit vector holding its candidates,
+    and each pair's image item (in that flat order)."""
     batches: list[dict[str, np.ndarray]]
     queries: list[slice]
+    images: list[Item]
 
     @classmethod
     def from_data(cls, data: DataSource, store: FeatureStore, tokenizer, queries: int, batch_size: int = 64) -> ParitySet:
@@ -38,7 +41,17 @@ class ParitySet:
                 spans.append(slice(start, len(texts)))
         batches = [make_feeds(tokenizer, store.get(images[b:b + batch_size]).numpy(), [x.text for x in texts[b:b + batch_size]])
                    for b in range(0, len(texts), batch_size)]
-        return cls(batches, spans)
+        return cls(batches, spans, images)
+
+    def with_patches(self, features: dict[str, np.ndarray]) -> ParitySet:
+        """The same pairs with each image's patches taken from ``features`` (image -> (P, D)): the
+        matcher end to end with another extractor."""
+        batches, start = [], 0
+        for b in self.batches:
+            n = len(b[PATCHES])
+            batches.append({**b, PATCHES: np.stack([features[it.image] for it in self.images[start:start + n]]).astype(np.float32)})
+            start += n
+        return ParitySet(batches, self.queries, self.images)
 
     def logits(self, runner: Runner, desc: str) -> np.ndarray:
         with runner:

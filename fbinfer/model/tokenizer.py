@@ -1,17 +1,24 @@
-"""WordPiece tokenization with word ids (for whole-word masking), padded to the batch's longest."""
+"""WordPiece tokenization with word ids (for whole-word masking), padded to the batch's longest.
+numpy only: serving reads it without torch; training takes ``as_torch()``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-import torch
+import numpy as np
 from tokenizers import BertWordPieceTokenizer
 
 
 @dataclass
 class TextBatch:
-    input_ids: torch.Tensor  # (B, T) int64
-    attention_mask: torch.Tensor  # (B, T) int64, 1 for real tokens
+    input_ids: Any  # (B, T) int64: numpy, or torch after as_torch()
+    attention_mask: Any  # (B, T) int64, 1 for real tokens
     word_ids: list[list[int | None]]  # per token: index of its word, None for specials/padding
+
+    def as_torch(self) -> TextBatch:
+        import torch
+
+        return replace(self, input_ids=torch.from_numpy(self.input_ids), attention_mask=torch.from_numpy(self.attention_mask))
 
 
 class TextTokenizer:
@@ -29,12 +36,12 @@ class TextTokenizer:
     def __call__(self, texts: list[str], pad_to: int | None = None) -> TextBatch:
         encs = self._tok.encode_batch(texts)
         width = pad_to or max(len(e.ids) for e in encs)
-        ids = torch.full((len(encs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encs), width), dtype=torch.long)
+        ids = np.full((len(encs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encs), width), dtype=np.int64)
         word_ids: list[list[int | None]] = []
         for i, e in enumerate(encs):
             n = len(e.ids)
-            ids[i, :n] = torch.tensor(e.ids)
+            ids[i, :n] = e.ids
             mask[i, :n] = 1
             word_ids.append(list(e.word_ids) + [None] * (width - n))
         return TextBatch(ids, mask, word_ids)

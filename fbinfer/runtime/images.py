@@ -1,28 +1,79 @@
-"""Turning what a caller has (paths, PIL images, HxWx3 arrays, or patch features already
-extracted) into the (N, patches, dim) features the graphs take."""
+"""Turning what a caller has (paths, encoded bytes, PIL images, HxWx3 arrays, or patch features
+already extracted) into the (N, patches, dim) features the graphs take.
+
+The extractor is a bundle's own graph (ONNX Runtime or OpenVINO; no torch), or, for a checkpoint
+or a bundle without one, the PyTorch EfficientNet."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from fbinfer.backends.base import Runner
+from fbinfer.bundle.io_spec import PATCHES, PIXELS
 from fbinfer.data.decode import decode_image, read_image_file
-from fbinfer.data.features import make_extractor
+from fbinfer.data.preprocess import ImagePreprocess, PixelPatches, bundle_preprocess
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
 
-ImageLike = str | Path | Image.Image | np.ndarray
+ImageLike = str | Path | bytes | Image.Image | np.ndarray
+Extractor = Callable[[list[Image.Image]], np.ndarray]  # PIL images -> (N, patches, dim)
+
+
+class GraphExtractor:
+    """A bundle's extractor graph on a runner, after the manifest's preprocessing."""
+
+    def __init__(self, runner: Runner, preprocess: ImagePreprocess):
+        self.runner, self.preprocess = runner.activate(), preprocess
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        return self.runner.infer({PIXELS: self.preprocess(images)})[PATCHES]
+
+
+def torch_extractor(cfg: FashionBertConfig) -> Callable[[], Extractor]:
+    """The PyTorch extractor of a checkpoint (numpy pixel cells for a pixel-patch model)."""
+    if cfg.patch_input == "pixels":
+        return lambda: PixelPatches(cfg.image_size, cfg.grid_size)
+
+    def make() -> Extractor:
+        try:
+            from fbinfer.data.features import make_extractor
+        except ImportError as e:
+            raise FbinferError(f"images need the PyTorch extractor here, and it cannot be imported ({e}); use a bundle "
+                               "exported by this fbinfer (it carries the extractor as ONNX) or pass patch features") from None
+        return make_extractor(cfg)
+    return make
+
+
+def bundle_extractor(bundle, backend: str, device: str | None) -> Callable[[], Extractor]:
+    """The bundle's extractor graph: on OpenVINO for the openvino backend, else on ONNX Runtime
+    (CUDA where the matcher runs on a GPU and onnxruntime-gpu is there). A bundle without one falls
+    back to the PyTorch extractor."""
+    graph = bundle.extractor_graph("fp32")
+    if graph is None:
+        return torch_extractor(bundle.config)
+
+    def make() -> Extractor:
+        if backend == "openvino":
+            from fbinfer.backends.openvino import OpenVINORunner, hints_for
+
+            return GraphExtractor(OpenVINORunner(graph, hints_for("fp32"), output=PATCHES), bundle_preprocess(bundle))
+        from fbinfer.backends.onnxruntime import OnnxRuntimeRunner, providers
+
+        return GraphExtractor(OnnxRuntimeRunner(graph, providers(device if backend != "tensorrt" else None), outputs=(PATCHES,)),
+                              bundle_preprocess(bundle))
+    return make
 
 
 class PatchFeaturizer:
-    """The model's own patch extractor (EfficientNet-Lite0 trunk or raw pixels), loaded on first use."""
+    """The model's own patch extractor, made by ``make_extractor`` on first use."""
 
-    def __init__(self, cfg: FashionBertConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: FashionBertConfig, make_extractor: Callable[[], Extractor]):
+        self.cfg, self.make_extractor = cfg, make_extractor
         self.shape = (cfg.num_patches, cfg.patch_feature_dim)
         self._extractor = None
         self._lock = threading.Lock()
@@ -32,9 +83,11 @@ class PatchFeaturizer:
             return x
         if isinstance(x, (str, Path)):
             return decode_image(read_image_file(Path(x), str(x)), str(x))
+        if isinstance(x, bytes):
+            return decode_image(x, f"images[{i}]")
         if isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[-1] == 3:
             return Image.fromarray(x if x.dtype == np.uint8 else np.clip(x, 0, 255).astype(np.uint8))
-        raise FbinferError(f"images[{i}]: expected a path, a PIL image, an HxWx3 array or {self.shape} patch features, "
+        raise FbinferError(f"images[{i}]: expected a path, encoded image bytes, a PIL image, an HxWx3 array or {self.shape} patch features, "
                            f"got {type(x).__name__}{getattr(x, 'shape', '')}")
 
     def __call__(self, images: Sequence[ImageLike] | np.ndarray) -> np.ndarray:
@@ -51,7 +104,7 @@ class PatchFeaturizer:
         if todo:
             with self._lock:  # one extractor, shared by threads
                 if self._extractor is None:
-                    self._extractor = make_extractor(self.cfg)
+                    self._extractor = self.make_extractor()
                 for b in range(0, len(todo), 32):
                     chunk = todo[b:b + 32]
                     feats = self._extractor([im for _, im in chunk])

@@ -14,6 +14,7 @@ from fbinfer.backends.registry import backend as get_backend
 from fbinfer.backends.registry import open_runner
 from fbinfer.bundle import Bundle
 from fbinfer.errors import FbinferError
+from fbinfer.runtime.images import bundle_extractor, torch_extractor
 from fbinfer.runtime.matcher import Matcher
 
 
@@ -64,4 +65,5 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
     else:
         raise FbinferError(f"{p}: no such checkpoint, bundle folder or engine")
     runner = open_runner(backend, source, precision or "fp32", device, **options)
-    return Matcher(runner, source.tokenizer(), source.config, batch_size, getattr(get_backend(backend).module, "BUCKETS", None))
+    extractor = bundle_extractor(source, backend, device) if isinstance(source, Bundle) else torch_extractor(source.config)
+    return Matcher(runner, source.tokenizer(), source.config, extractor, batch_size, getattr(get_backend(backend).module, "BUCKETS", None))

@@ -13,7 +13,7 @@ thread its own Matcher.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -24,7 +24,7 @@ from fbinfer.bundle.io_spec import ATTENTION_MASK, INPUT_IDS, LOGIT, PATCHES
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.tokenizer import TextTokenizer
-from fbinfer.runtime.images import ImageLike, PatchFeaturizer
+from fbinfer.runtime.images import Extractor, ImageLike, PatchFeaturizer
 
 
 @dataclass
@@ -34,15 +34,16 @@ class Ranking:
 
 
 class Matcher:
-    def __init__(self, runner: Runner, tokenizer: TextTokenizer, cfg: FashionBertConfig, batch_size: int = 64,
-                 buckets: tuple[int, ...] | None = None):
+    def __init__(self, runner: Runner, tokenizer: TextTokenizer, cfg: FashionBertConfig, extractor: Callable[[], Extractor],
+                 batch_size: int = 64, buckets: tuple[int, ...] | None = None):
         """``buckets``: pad each batch to the next of these lengths (fewer shapes for engines with
         tuned profiles); None pads to the batch's longest caption, which measured ~10 % faster on
-        ONNX Runtime CPU (docs/serving.md)."""
+        ONNX Runtime CPU (docs/serving.md). ``extractor`` makes the image extractor on first use
+        (``fbinfer.runtime.images``)."""
         self.runner, self.tokenizer, self.config = runner.activate(), tokenizer, cfg
         self.batch_size = batch_size
         self.buckets = tuple(sorted(b for b in buckets if b <= cfg.max_text_len)) if buckets else ()
-        self.featurize = PatchFeaturizer(cfg)
+        self.featurize = PatchFeaturizer(cfg, extractor)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -68,10 +69,10 @@ class Matcher:
             return np.zeros(0, dtype=np.float32)
         feats = self.featurize(images)
         tok = self.tokenizer(list(texts))
-        lengths = tok.attention_mask.sum(1).numpy()
+        lengths = tok.attention_mask.sum(1)
         order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
         out = np.empty(len(texts), dtype=np.float32)
-        ids, mask = tok.input_ids.numpy(), tok.attention_mask.numpy()
+        ids, mask = tok.input_ids, tok.attention_mask
         for b in range(0, len(order), self.batch_size):
             rows = order[b:b + self.batch_size]
             width = self._bucket(int(lengths[rows].max()))

@@ -29,7 +29,7 @@ def align_projection(model: FashionBert, sampler: PairSampler, tok: TextTokenize
     loss = torch.zeros(())
     for step in tqdm(range(steps), desc="align patch projection", unit="step"):
         items, _, _ = sampler.pairs(step)
-        t = tok([x.text for x in items])
+        t = tok([x.text for x in items]).as_torch()
         keep = (t.attention_mask.bool() & ~torch.isin(t.input_ids, torch.tensor(sorted(tok.special_ids)))).float()
         text = F.normalize((words[t.input_ids] * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1), dim=-1)
         image = F.normalize(model.patch_embed(store.get(items), segment).mean(1), dim=-1)

@@ -91,7 +91,7 @@ def make_batch(texts: list[Item], images: list[Item], labels: torch.Tensor, tok:
     matched pairs would let TIA read the answer off the [MASK] tokens); the MLM and MPM
     losses are taken on the matched pairs only, where text and image describe each other.
     """
-    text: TextBatch = tok([t.text for t in texts])
+    text: TextBatch = tok([t.text for t in texts]).as_torch()
     feats = store.get(images)
     rows = torch.arange(len(labels))
     ids, mlm_labels = whole_word_mask(text, rows, mlm_prob, len(tok.vocab), tok.mask_id, tok.special_ids, gen)
