@@ -138,10 +138,11 @@ def test_load_scores_equal_the_runner_on_the_same_feeds(tiny_bundle, tiny_data):
     items = data.test[:6]
     texts, paths = [it.text for it in items], [str(Path(tiny_data) / it.image) for it in items]
     b = Bundle.open(tiny_bundle)
-    feeds = make_feeds(b.tokenizer(), FeatureStore(data, b.config).ensure(items).get(items).numpy(), texts)
     for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")):
+        m = fbinfer.load(tiny_bundle, backend=backend, precision=precision, batch_size=len(items))
+        feeds = make_feeds(b.tokenizer(), m.patch_features(paths), texts)  # the bundle's extractor, on that backend
         direct = open_runner(backend, b, precision).infer(feeds)[LOGIT]
-        got = fbinfer.load(tiny_bundle, backend=backend, precision=precision, batch_size=len(items)).score(texts, paths)
+        got = m.score(texts, paths)
         np.testing.assert_allclose(got, direct, rtol=0, atol=1e-5 * (np.ptp(direct) + 1e-9), err_msg=f"{backend} {precision}")
 
 

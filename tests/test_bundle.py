@@ -36,7 +36,9 @@ def test_open_lists_graphs_by_target_and_precision(tiny_bundle):
     assert b.config.name == "fashionbert-tiny" and b.max_batch == 64 and len(b.vocab()) == b.config.vocab_size
     assert b.manifest["format_version"] == FORMAT_VERSION
     listed = set(b.manifest["files"])
-    assert {g["file"] for g in b.manifest["graphs"].values()} | {"vocab.txt", "int8.ranges.json"} == listed
+    extractor = {g["file"] for g in b.manifest["extractor"]["graphs"].values()}
+    assert extractor == {"extractor.fp32.onnx", "extractor.fp16.onnx"} and b.extractor_graph() == tiny_bundle / "extractor.fp32.onnx"
+    assert {g["file"] for g in b.manifest["graphs"].values()} | {"vocab.txt", "int8.ranges.json"} | extractor == listed
     for name, record in b.manifest["files"].items():
         assert len(record["sha256"]) == 64 and record["bytes"] == (tiny_bundle / name).stat().st_size
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from fbinfer.bundle.io_spec import PATCHES, PIXELS
 from fbinfer.errors import FbinferError
 
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -44,6 +45,18 @@ class ImagePreprocess:
         if out.resample not in RESAMPLE or len(out.mean) != 3 or len(out.std) != 3 or out.size < 1:
             raise FbinferError(f"{where}: malformed image preprocessing ({out})")
         return out
+
+
+class GraphExtractor:
+    """An extractor graph on a runner (``infer({PIXELS: ...}) -> {PATCHES: ...}``), after the
+    preprocessing. Its features are rounded to fp16, as the PyTorch extractor's are: the model was
+    trained and is evaluated on the fp16 feature cache, so every path feeds it the same values."""
+
+    def __init__(self, runner, preprocess: ImagePreprocess):
+        self.runner, self.preprocess = runner.activate(), preprocess
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        return self.runner.infer({PIXELS: self.preprocess(images)})[PATCHES].astype(np.float16)
 
 
 def bundle_preprocess(bundle) -> ImagePreprocess:

@@ -26,7 +26,7 @@ from fbinfer.bundle import TARGETS, Bundle, graph_key
 from fbinfer.bundle.folder import MANIFEST
 from fbinfer.bundle.io_spec import OUTPUTS, PATCHES, PIXELS, batch_size, input_specs, make_feeds
 from fbinfer.data.features import FeatureStore
-from fbinfer.data.preprocess import ImagePreprocess
+from fbinfer.data.preprocess import GraphExtractor, ImagePreprocess
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError
 from fbinfer.export import cpu_int8
@@ -209,9 +209,9 @@ def _extractor(job: _Export, data: DataSource, fp16: bool, openvino_here: bool, 
     for g in entry.get("graphs", {}).values():
         bundle.add_file(g["file"])
     if "graphs" in entry:
-        graph = OnnxRuntimeRunner(bundle.folder / entry["graphs"]["fp32"]["file"], outputs=(PATCHES,))
-        pre = ImagePreprocess.from_dict(entry["preprocess"])
-        feats = np.concatenate([graph.infer({PIXELS: pre(images[b:b + 32])})[PATCHES] for b in range(0, len(images), 32)])
+        graph = GraphExtractor(OnnxRuntimeRunner(bundle.folder / entry["graphs"]["fp32"]["file"], outputs=(PATCHES,)),
+                               ImagePreprocess.from_dict(entry["preprocess"]))  # what fbinfer.load runs
+        feats = np.concatenate([graph(images[b:b + 32]) for b in range(0, len(images), 32)])
         matcher = bundle.graph_path("onnxruntime" if bundle.has_graph("onnxruntime", "fp32") else "tensorrt", "fp32")
         logits = job.parity.with_patches({it.image: f for it, f in zip(unique, feats)}).logits(OnnxRuntimeRunner(matcher),
                                                                                                 "parity: extractor end to end")

@@ -13,25 +13,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fbinfer.backends.base import Runner
-from fbinfer.bundle.io_spec import PATCHES, PIXELS
+from fbinfer.bundle.io_spec import PATCHES
 from fbinfer.data.decode import decode_image, read_image_file
-from fbinfer.data.preprocess import ImagePreprocess, PixelPatches, bundle_preprocess
+from fbinfer.data.preprocess import GraphExtractor, PixelPatches, bundle_preprocess
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
 
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 Extractor = Callable[[list[Image.Image]], np.ndarray]  # PIL images -> (N, patches, dim)
-
-
-class GraphExtractor:
-    """A bundle's extractor graph on a runner, after the manifest's preprocessing."""
-
-    def __init__(self, runner: Runner, preprocess: ImagePreprocess):
-        self.runner, self.preprocess = runner.activate(), preprocess
-
-    def __call__(self, images: list[Image.Image]) -> np.ndarray:
-        return self.runner.infer({PIXELS: self.preprocess(images)})[PATCHES]
 
 
 def torch_extractor(cfg: FashionBertConfig) -> Callable[[], Extractor]:

@@ -46,6 +46,7 @@ class Ports:
         """One line naming the option whose port is taken."""
         for option, port in (("--http-port", self.http), ("--grpc-port", self.grpc), ("--metrics-port", self.metrics)):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: a port in TIME_WAIT is free
                 try:
                     s.bind(("0.0.0.0", port))
                 except OSError:
