@@ -13,6 +13,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run([sys.executable, "-m", "fbinfer.cli", *args], capture_output=True, text=True, check=False, env=env)
 
 
+def assert_cli_errors(cases: list[tuple[list[str], str]], workers: int = 2) -> None:
+    """Each ``(args, message)``: ``fbinfer ARGS`` ends in the one-line error containing ``message``.
+    Run a few at a time: each costs mostly interpreter and torch start-up, which overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda args: run_cli(*args), [args for args, _ in cases]))
+    for (args, message), r in zip(cases, results):
+        try:
+            assert_one_line_error(r, message)
+        except AssertionError as e:
+            raise AssertionError(f"fbinfer {' '.join(args)}: {e}") from None
+
+
 def assert_one_line_error(r: subprocess.CompletedProcess, message: str) -> None:
     """The promise for bad input: exit 1, no traceback, and the error is one line (the last one on
     stderr, after any progress bars) that contains ``message``."""

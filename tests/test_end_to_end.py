@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from helpers import assert_one_line_error
+from helpers import assert_cli_errors, assert_one_line_error
 from helpers import run_cli as fbinfer
 
 from fbinfer.data.features import FeatureStore
@@ -137,7 +137,10 @@ def test_eval_scores_are_identical_across_runs(tiny_model, tiny_data):
     assert max(abs(s1[k] - s2[k]) for k in s1) < 1e-4  # batching/padding does not change a score
 
 
-@pytest.mark.parametrize("args, message", [
+def test_cli_errors_are_one_line(tmp_path, tiny_data):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02junk")
+    cases = [
     (["eval", "nope.pt", "--data", "DATA"], "nope.pt: checkpoint not found"),
     (["eval", "CORRUPT", "--data", "DATA"], "not a readable checkpoint"),
     (["train", "--data", "missing_dir", "-o", "x.pt"], "--data missing_dir: no such file or folder"),
@@ -149,9 +152,6 @@ def test_eval_scores_are_identical_across_runs(tiny_model, tiny_data):
     (["train", "--data", "DATA", "-o", "x.pt", "--fixed-weights", "1,1"], "--fixed-weights: 1.0,1.0 is not three numbers"),
     (["train", "--data", "DATA", "-o", "x.pt", "--checkpoint-every", "0"], "--checkpoint-every: must be >= 1"),
     (["data", "synth", "-o", "DATA"], "not empty"),
-])
-def test_cli_errors_are_one_line(tmp_path, tiny_data, args, message):
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"\x80\x02junk")
-    args = [str(tiny_data) if a == "DATA" else str(corrupt) if a == "CORRUPT" else a for a in args]
-    assert_one_line_error(fbinfer(*args), message)
+    ]
+    assert_cli_errors([([str(tiny_data) if a == "DATA" else str(corrupt) if a == "CORRUPT" else a for a in args], message)
+                       for args, message in cases])

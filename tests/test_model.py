@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_cli_errors
 
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -115,10 +115,10 @@ def test_an_empty_checkpoint_is_one_line_everywhere(tmp_path, tiny_data):
 
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    for args in (["eval", str(empty), "--data", str(tiny_data)], ["export", str(empty), "--data", str(tiny_data)],
-                 ["distill", str(empty), "-o", str(tmp_path / "s.pt"), "--data", str(tiny_data)],
-                 ["train", "--data", str(tiny_data), "-o", str(tmp_path / "t.pt"), "--from", str(empty)]):
-        assert_one_line_error(run_cli(*args), "empty.pt: not a readable checkpoint (an empty file)")
+    assert_cli_errors([(args, "empty.pt: not a readable checkpoint (an empty file)") for args in (
+        ["eval", str(empty), "--data", str(tiny_data)], ["export", str(empty), "--data", str(tiny_data)],
+        ["distill", str(empty), "-o", str(tmp_path / "s.pt"), "--data", str(tiny_data)],
+        ["train", "--data", str(tiny_data), "-o", str(tmp_path / "t.pt"), "--from", str(empty)])])
     with pytest.raises(FbinferError, match="an empty file"):
         fbinfer.load(empty)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_cli_errors
 from rich.console import Console
 
 from fbinfer.errors import FbinferError
@@ -59,10 +59,10 @@ def test_named_recipes_are_the_documented_chains():
 
 def test_recipe_errors_are_one_line(tiny_data, tiny_model, tmp_path):
     out = str(tmp_path / "m.pt")
-    assert_one_line_error(run_cli("train", "--data", str(tiny_data), "-o", out, "--recipe", "nope"),
-                          "--recipe: unknown train recipe 'nope'; choose from teacher, teacher-short")
-    assert_one_line_error(run_cli("train", "--data", str(tiny_data), "-o", out, "--recipe", "teacher", "--steps", "5", "--lr", "1"),
-                          "--recipe teacher: sets its own options; drop --steps, --lr")
-    assert_one_line_error(run_cli("distill", str(tiny_model), "-o", out, "--recipe", "student", "--layers", "1"),
-                          "--recipe student: sets its own options; drop --layers")
+    assert_cli_errors([
+        (["train", "--data", str(tiny_data), "-o", out, "--recipe", "nope"], "--recipe: unknown train recipe 'nope'; choose from teacher, teacher-short"),
+        (["train", "--data", str(tiny_data), "-o", out, "--recipe", "teacher", "--steps", "5", "--lr", "1"],
+         "--recipe teacher: sets its own options; drop --steps, --lr"),
+        (["distill", str(tiny_model), "-o", out, "--recipe", "student", "--layers", "1"], "--recipe student: sets its own options; drop --layers"),
+    ])
     assert not Path(out).exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_cli_errors, assert_one_line_error, run_cli
 
 from fbinfer.bundle import Bundle
 from fbinfer.data.preprocess import bundle_preprocess
@@ -172,9 +172,9 @@ def test_serve_errors_are_one_line(tiny_bundle, tmp_path):
         s.listen()
         taken = s.getsockname()[1]
         assert_one_line_error(run_cli("serve", str(tiny_bundle), "--http-port", str(taken)), f"--http-port {taken}: the port is in use")
-    assert_one_line_error(run_cli("serve", str(tmp_path)), "not an fbinfer bundle")
-    assert_one_line_error(run_cli("serve", str(tiny_bundle), "--backend", "tensorrt"), "--backend tensorrt is not available here")
-    assert_one_line_error(run_cli("serve", str(tiny_bundle), "--max-batch", "0"), "--max-batch must be >= 1")
+    assert_cli_errors([(["serve", str(tmp_path)], "not an fbinfer bundle"),
+                       (["serve", str(tiny_bundle), "--backend", "tensorrt"], "--backend tensorrt is not available here"),
+                       (["serve", str(tiny_bundle), "--max-batch", "0"], "--max-batch must be >= 1")])
 
 
 def test_missing_server_binary_names_the_install(monkeypatch):
