@@ -75,7 +75,7 @@ class Requests:
         return "fashionbert", kinds[i % len(kinds)], 0
 
 
-def load(url: str, make, clients: int, seconds: float, rate: float | None = None, timeout_s: float = 10.0) -> dict:
+def load(url: str, make, clients: int, seconds: float, rate: float | None = None, timeout_s: float = 300.0) -> dict:
     """``clients`` threads sending ``make(i)`` for ``seconds``: closed loop, or paced to ``rate``
     requests/s in all (open loop: latency counts from the scheduled send time)."""
     lat: list[float] = []
@@ -119,6 +119,13 @@ def load(url: str, make, clients: int, seconds: float, rate: float | None = None
             "paced_rate": rate}
 
 
+def drain(url: str, make) -> None:
+    """Wait until the server has worked off what earlier clients queued: one more request of the
+    same model, queued behind them, returns."""
+    model, inputs, _ = make(0)
+    tg.InferenceServerClient(url).infer(model, inputs)
+
+
 def batch_stats(url: str, model: str) -> dict[int, int]:
     stats = tg.InferenceServerClient(url).get_inference_statistics(model, as_json=True)["model_stats"][0]
     return {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", [])}
@@ -156,6 +163,7 @@ def bench_bundle(bundle: Path, seconds: float, clients: list[int], console: Cons
         server = TritonServer(repo, ports).start()
         url = server.grpc_url
         try:
+            result["in_process"] = in_process(bundle, req, seconds)  # first, while the server is idle
             for shape in ("pair", "rank"):
                 make = getattr(req, shape)
                 load(url, make, 1, 1.0)  # warm-up
@@ -163,14 +171,15 @@ def bench_bundle(bundle: Path, seconds: float, clients: list[int], console: Cons
                     model = make(0)[0]
                     before = batch_stats(url, model)
                     run = {"shape": shape, **load(url, make, c, seconds), "batches_formed": formed(before, batch_stats(url, model))}
+                    drain(url, make)
                     result["runs"].append(run)
                     console.print(f"  {shape:4s} {c:2d} clients: {run['requests_per_s']:7.1f} req/s {run['pairs_per_s']:8.1f} pairs/s "
                                   f"p50 {run['p50_ms']:6.1f} p99 {run['p99_ms']:6.1f} ms, errors {run['errors']}")
             saturated = max(r["requests_per_s"] for r in result["runs"] if r["shape"] == "pair")
             half = {"shape": "pair", **load(url, req.pair, 8, seconds, rate=saturated / 2)}
+            drain(url, req.pair)
             result["half_load"] = half
             console.print(f"  pair at {saturated / 2:.0f} req/s (half): p50 {half['p50_ms']:.1f} p99 {half['p99_ms']:.1f} ms")
-            result["in_process"] = in_process(bundle, req, seconds)
             result["faults"] = faults(server, repo, ports, req, seconds)
             server = result["faults"].pop("server")
         finally:
@@ -181,12 +190,13 @@ def bench_bundle(bundle: Path, seconds: float, clients: list[int], console: Cons
 def faults(server: TritonServer, repo: Path, ports: Ports, req: Requests, seconds: float) -> dict:
     """Malformed requests mixed into good load; a kill during load; a restart."""
     out: dict = {}
-    url, box: dict = server.grpc_url, {}
+    url, box = server.grpc_url, {}
     bad = threading.Thread(target=lambda: box.update(bad=load(url, req.malformed, 1, seconds)))
     bad.start()
     out["mixed_good"] = load(url, req.pair, 8, seconds)
     bad.join()
     out["mixed_bad"] = box["bad"]
+    drain(url, req.pair)
     killer = threading.Timer(seconds / 2, lambda: os.kill(server.process.pid, signal.SIGKILL))
     killer.start()
     t0 = time.perf_counter()
@@ -220,7 +230,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=170)
     results = []
     for bundle in args.bundles:
         console.print(f"[bold]{bundle}[/]")
