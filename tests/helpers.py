@@ -13,16 +13,38 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run([sys.executable, "-m", "fbinfer.cli", *args], capture_output=True, text=True, check=False, env=env)
 
 
-def assert_cli_errors(cases: list[tuple[list[str], str]], workers: int = 2) -> None:
-    """Each ``(args, message)``: ``fbinfer ARGS`` ends in the one-line error containing ``message``.
-    Run a few at a time: each costs mostly interpreter and torch start-up, which overlap."""
-    from concurrent.futures import ThreadPoolExecutor
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """``fbinfer ARGS`` in this interpreter: the CLI's parsing and its error handling (``main``), as a
+    fresh process runs them, without paying the interpreter's and torch's start-up again. Anything
+    that escapes ``main`` is printed as a traceback, which the one-line check refuses."""
+    import contextlib
+    import io
+    import traceback
 
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda args: run_cli(*args), [args for args, _ in cases]))
-    for (args, message), r in zip(cases, results):
+    from fbinfer.cli import main
+
+    out, err, code, argv = io.StringIO(), io.StringIO(), 0, sys.argv
+    sys.argv = ["fbinfer", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except BaseException:  # noqa: BLE001 - shown as the traceback a user would see
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(["fbinfer", *args], code, out.getvalue(), err.getvalue())
+
+
+def assert_cli_errors(cases: list[tuple[list[str], str]]) -> None:
+    """Each ``(args, message)``: ``fbinfer ARGS`` ends in the one-line error containing ``message``
+    (run in this interpreter; ``run_cli`` tests elsewhere cover a fresh process)."""
+    for args, message in cases:
         try:
-            assert_one_line_error(r, message)
+            assert_one_line_error(run_cli_here(*args), message)
         except AssertionError as e:
             raise AssertionError(f"fbinfer {' '.join(args)}: {e}") from None
 

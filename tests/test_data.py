@@ -192,9 +192,9 @@ def test_data_errors_reach_the_cli_as_one_line(tmp_path, tiny_data):
     """The reader's messages survive the CLI: one line naming the file (and line), exit 1."""
     import shutil
 
-    from helpers import assert_one_line_error, run_cli
+    from helpers import assert_one_line_error, run_cli_here
 
-    features = lambda d: run_cli("data", "features", "--data", str(d), "--config", "fashionbert-tiny")
+    features = lambda d: run_cli_here("data", "features", "--data", str(d), "--config", "fashionbert-tiny")
     jsonl = tmp_path / "jsonl"
     shutil.copytree(tiny_data, jsonl, ignore=shutil.ignore_patterns(".fbinfer"))
     with (jsonl / "train.jsonl").open("a") as f:

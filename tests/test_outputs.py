@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli, run_cli_here
 
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import write_json
@@ -35,8 +35,8 @@ def test_force_never_replaces_the_current_folder_or_a_parent(precious, out):
 
 def test_synth_and_export_with_force_into_the_current_folder_keep_it(precious, tiny_model, tiny_data):
     """The reported case: ``-o . --force`` deleted the current folder and everything in it."""
-    assert_one_line_error(run_cli("data", "synth", "-o", ".", "--force", "--products", "20"), "-o .: is the current folder")
-    assert_one_line_error(run_cli("export", str(tiny_model), "--data", str(tiny_data), "-o", ".", "--force"),
+    assert_one_line_error(run_cli_here("data", "synth", "-o", ".", "--force", "--products", "20"), "-o .: is the current folder")
+    assert_one_line_error(run_cli_here("export", str(tiny_model), "--data", str(tiny_data), "-o", ".", "--force"),
                           "-o .: is the current folder")
     assert precious.read_text() == "keep me" and sorted(p.name for p in precious.parent.iterdir()) == ["notes.txt"]
 
@@ -67,9 +67,9 @@ def test_train_refuses_to_replace_a_checkpoint_without_force(tiny_data, tiny_mod
     out = tmp_path / "m.pt"
     shutil.copy(tiny_model, out)
     before = out.read_bytes()
-    assert_one_line_error(run_cli("train", "--data", str(tiny_data), "-o", str(out), "--config", "fashionbert-tiny", "--steps", "1"),
+    assert_one_line_error(run_cli_here("train", "--data", str(tiny_data), "-o", str(out), "--config", "fashionbert-tiny", "--steps", "1"),
                           "exists (use --force to replace it, or --resume to continue it)")
-    assert_one_line_error(run_cli("distill", str(tiny_model), "-o", str(out), "--steps", "1"), "use --force")
+    assert_one_line_error(run_cli_here("distill", str(tiny_model), "-o", str(out), "--steps", "1"), "use --force")
     assert out.read_bytes() == before
     check_file_output(out, "-o", force=True)
     check_file_output(tmp_path / "new.pt", "-o", force=False)
@@ -78,9 +78,9 @@ def test_train_refuses_to_replace_a_checkpoint_without_force(tiny_data, tiny_mod
 def test_an_unwritable_output_fails_before_any_work(tiny_data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    r = run_cli("train", "--data", str(tiny_data), "-o", str(blocker / "m.pt"), "--config", "fashionbert-tiny", "--steps", "1")
+    r = run_cli_here("train", "--data", str(tiny_data), "-o", str(blocker / "m.pt"), "--config", "fashionbert-tiny", "--steps", "1")
     assert_one_line_error(r, f"-o {blocker / 'm.pt'}: cannot write in {blocker}")
-    assert_one_line_error(run_cli("eval", str(tmp_path / "x.pt"), "--data", str(tiny_data), "--json", str(tmp_path)), "is a folder")
+    assert_one_line_error(run_cli_here("eval", str(tmp_path / "x.pt"), "--data", str(tiny_data), "--json", str(tmp_path)), "is a folder")
     assert not list(tmp_path.glob("*.train.jsonl")) and not list(tmp_path.glob("*.resume"))
 
 
@@ -146,5 +146,5 @@ def test_a_full_disk_is_one_line(small_disk, tiny_model, tiny_data, command):
             pass
     args = (["data", "synth", "-o", str(small_disk / "d"), "--products", "20"] if command == "synth" else
             ["eval", str(tiny_model), "--data", str(tiny_data), "--queries", "2", "--json", str(small_disk / "r.json")])
-    assert_one_line_error(run_cli(*args), "No space left on device")
+    assert_one_line_error(run_cli_here(*args), "No space left on device")
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]

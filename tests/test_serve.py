@@ -139,14 +139,10 @@ def test_serve_cli_stops_on_sigterm(tiny_bundle, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "fbinfer.cli", "serve", str(tiny_bundle), "--http-port", str(ports.http),
                           "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--repository", str(repo)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    client = th.InferenceServerClient(f"localhost:{ports.http}")
+    client, probe = th.InferenceServerClient(f"localhost:{ports.http}"), TritonServer(repo, ports)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and p.poll() is None:
-        try:
-            if client.is_server_ready():
-                break
-        except Exception:  # noqa: BLE001 - not listening yet
-            time.sleep(0.3)
+    while time.monotonic() < deadline and p.poll() is None and not probe.ready():  # models ready and metrics up
+        time.sleep(0.3)
     assert client.is_server_ready() and client.is_model_ready("fashionbert")
     metrics = __import__("urllib.request").request.urlopen(f"http://localhost:{ports.metrics}/metrics", timeout=5).read().decode()
     assert 'nv_inference_request_success{model="fashionbert"' in metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli_here
 from PIL import Image
 
 from fbinfer.data.decode import MAX_PIXELS
@@ -80,7 +80,7 @@ def test_decompression_bombs_are_one_line(tmp_path, tiny_data, tiny_model):
     src = load_data(d)
     with pytest.raises(FbinferError, match=f"image is 7000 x 7000 pixels, over the limit of {MAX_PIXELS:,}"):
         src.open_image(src.test[0])
-    assert_one_line_error(run_cli("eval", str(tiny_model), "--data", str(d), "--queries", "2"), "7000 x 7000 pixels")
+    assert_one_line_error(run_cli_here("eval", str(tiny_model), "--data", str(d), "--queries", "2"), "7000 x 7000 pixels")
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(bomb_png(20000, 20000))  # the reported 20000 x 20000: above PIL's hard limit too
     with pytest.raises(FbinferError, match="over the limit"):

@@ -171,9 +171,13 @@ class TritonServer:
         raise FbinferError(f"tritonserver was not ready after {timeout_s:.0f} s: {self.last_error()}")
 
     def ready(self) -> bool:
+        """Every model ready, and the metrics service up (Triton starts it after HTTP and gRPC)."""
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
-                return r.status == 200
+            for url in (f"http://{self.http_url}/v2/health/ready", f"http://localhost:{self.ports.metrics}/metrics"):
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status != 200:
+                        return False
+            return True
         except OSError:
             return False
 
