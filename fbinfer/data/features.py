@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fbinfer.data.preprocess import ImagePreprocess, PixelPatches, check_grid
+from fbinfer.data.preprocess import ImagePreprocess, make_extractor
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError, first_line
@@ -70,12 +70,6 @@ class EfficientNetPatches:
     @torch.inference_mode()
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         return self.trunk(torch.from_numpy(self.preprocess(images))).numpy().astype(np.float16)
-
-
-def make_extractor(cfg: FashionBertConfig) -> EfficientNetPatches | PixelPatches:
-    """The model's own extractor in PyTorch (pixels need no network)."""
-    check_grid(cfg)
-    return PixelPatches(cfg.image_size, cfg.grid_size) if cfg.patch_input == "pixels" else EfficientNetPatches(cfg.feature_layer, cfg.image_size)
 
 
 class FeatureStore:
@@ -184,4 +178,4 @@ def cache_damage(idx: object, array: Path, shape: tuple[int, int]) -> str | None
     return None
 
 
-__all__ = ["EfficientNetPatches", "EfficientNetTrunk", "FeatureStore", "make_extractor"]
+__all__ = ["EfficientNetPatches", "EfficientNetTrunk", "FeatureStore"]

@@ -12,7 +12,6 @@ graphs, and their parity against the PyTorch extractor on the parity set's image
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +23,26 @@ from fbinfer.bundle.io_spec import BATCH, PATCHES, PIXELS
 from fbinfer.data.features import EfficientNetTrunk
 from fbinfer.data.preprocess import ImagePreprocess
 from fbinfer.errors import FbinferError
-from fbinfer.export.graphs import check_graph, op_counts, quiet, to_fp16
+from fbinfer.export.graphs import check_graph, dynamo_export, op_counts, to_fp16
 from fbinfer.model.config import FashionBertConfig
 
 OPSET = 19
 FP32_TOLERANCE = 1e-4  # max |feature difference| against PyTorch, the issue's contract
 
 
-def export_trunk(cfg: FashionBertConfig, path: Path, max_batch: int) -> onnx.ModelProto:
+def export_trunk(trunk: EfficientNetTrunk, image_size: int, path: Path, max_batch: int) -> onnx.ModelProto:
     """The trunk traced by torch.onnx's dynamo exporter, batch 1..max_batch dynamic."""
-    trunk = EfficientNetTrunk(cfg.feature_layer).eval()
     batch = torch.export.Dim(BATCH, min=1, max=max_batch)
-    example = torch.zeros(min(2, max_batch), 3, cfg.image_size, cfg.image_size)
-    with warnings.catch_warnings(), quiet("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(trunk, (example,), input_names=[PIXELS], output_names=[PATCHES], dynamic_shapes=({0: batch},),
-                                    opset_version=OPSET, dynamo=True, optimize=True, verbose=False)
-    program.save(str(path))
+    example = torch.zeros(min(2, max_batch), 3, image_size, image_size)
+    graph = dynamo_export(trunk, (example,), path, (PIXELS,), (PATCHES,), ({0: batch},), OPSET)
     check_graph(path)
-    return onnx.load(str(path))
+    return graph
 
 
-def reference_features(cfg: FashionBertConfig, pixels: np.ndarray) -> np.ndarray:
+def reference_features(cfg: FashionBertConfig, pixels: np.ndarray, trunk: EfficientNetTrunk | None = None) -> np.ndarray:
     """The PyTorch trunk's fp32 features of preprocessed pixels."""
     with torch.inference_mode():
-        return EfficientNetTrunk(cfg.feature_layer).eval()(torch.from_numpy(pixels)).numpy()
+        return (trunk or EfficientNetTrunk(cfg.feature_layer).eval())(torch.from_numpy(pixels)).numpy()
 
 
 def feature_parity(reference: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -67,9 +61,10 @@ def export_extractor(cfg: FashionBertConfig, folder: Path, images: list[Image.Im
         return {"kind": "pixels", "preprocess": None, "note": "raw pixel cells, computed in numpy (fbinfer.data.preprocess)"}
     pre = ImagePreprocess(cfg.image_size)
     pixels = pre(images)
-    reference = reference_features(cfg, pixels)
+    trunk = EfficientNetTrunk(cfg.feature_layer).eval()  # its weights loaded once, for the reference and the export
+    reference = reference_features(cfg, pixels, trunk)
     graphs, parity = {}, []
-    fp32 = export_trunk(cfg, folder / EXTRACTOR_FILES["fp32"], max_batch)
+    fp32 = export_trunk(trunk, cfg.image_size, folder / EXTRACTOR_FILES["fp32"], max_batch)
     graphs["fp32"] = {"file": EXTRACTOR_FILES["fp32"], "targets": ["tensorrt", "onnxruntime", "openvino"], "ops": op_counts(fp32)}
     if fp16:
         g16, _ = to_fp16(fp32, (), False)

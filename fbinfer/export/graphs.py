@@ -53,13 +53,17 @@ def trace(module: torch.nn.Module, cfg: FashionBertConfig, path: Path, opset: in
     batch = torch.export.Dim(BATCH, min=1, max=max_batch)
     text = torch.export.Dim(TEXT, min=2, max=max_text_len)
     feeds = example_feeds(cfg, batch=min(3, max_batch) if max_batch > 1 else 1, text_len=min(12, max_text_len))
+    return dynamo_export(module, as_torch(feeds), path, INPUT_NAMES, OUTPUT_NAMES,
+                         ({0: batch, 1: text}, {0: batch, 1: text}, {0: batch}), opset)
+
+
+def dynamo_export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: tuple[str, ...],
+                  outputs: tuple[str, ...], dynamic_shapes: tuple, opset: int) -> onnx.ModelProto:
+    """torch.onnx's dynamo exporter, quietly, saved at ``path`` (the matcher's and the extractor's graphs)."""
     with warnings.catch_warnings(), quiet("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, as_torch(feeds), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            dynamic_shapes=({0: batch, 1: text}, {0: batch, 1: text}, {0: batch}),
-            opset_version=opset, dynamo=True, optimize=True, verbose=False,
-        )
+        program = torch.onnx.export(module, args, input_names=list(inputs), output_names=list(outputs), dynamic_shapes=dynamic_shapes,
+                                    opset_version=opset, dynamo=True, optimize=True, verbose=False)
     program.save(str(path))
     return onnx.load(str(path))
 

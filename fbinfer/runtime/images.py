@@ -15,7 +15,7 @@ from PIL import Image
 
 from fbinfer.bundle.io_spec import PATCHES
 from fbinfer.data.decode import decode_image, read_image_file
-from fbinfer.data.preprocess import GraphExtractor, PixelPatches, bundle_preprocess
+from fbinfer.data.preprocess import GraphExtractor, bundle_preprocess, make_extractor
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
 
@@ -24,17 +24,13 @@ Extractor = Callable[[list[Image.Image]], np.ndarray]  # PIL images -> (N, patch
 
 
 def torch_extractor(cfg: FashionBertConfig) -> Callable[[], Extractor]:
-    """The PyTorch extractor of a checkpoint (numpy pixel cells for a pixel-patch model)."""
-    if cfg.patch_input == "pixels":
-        return lambda: PixelPatches(cfg.image_size, cfg.grid_size)
-
+    """The model's own extractor (PyTorch EfficientNet, or numpy pixel cells for a pixel-patch model)."""
     def make() -> Extractor:
         try:
-            from fbinfer.data.features import make_extractor
+            return make_extractor(cfg)
         except ImportError as e:
             raise FbinferError(f"images need the PyTorch extractor here, and it cannot be imported ({e}); use a bundle "
                                "exported by this fbinfer (it carries the extractor as ONNX) or pass patch features") from None
-        return make_extractor(cfg)
     return make
 
 

@@ -30,7 +30,6 @@ from fbinfer.data.preprocess import bundle_preprocess
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import atomic_path
 
-MODELS = ("fashionbert", "fashionbert_rank", "image_features")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_PY = "from fbinfer.serve.triton_model import TritonPythonModel  # noqa: F401  (fbinfer's runtime)\n"
 
