@@ -15,3 +15,13 @@ def load(path, backend=None, device=None, precision=None, batch_size: int = 64, 
     from fbinfer.runtime.load import load as _load
 
     return _load(path, backend=backend, device=device, precision=precision, batch_size=batch_size, verify=verify, **options)
+
+
+def load_index(path, model=None, backend=None):
+    """A searchable catalogue index (``fbinfer.search.index.CatalogIndex``): ``idx.search(text=..., image=...,
+    k=..., rerank=matcher, depth=...)``. ``model``: an embedding bundle or embed.pt to embed queries with
+    (default: the one that built it; its sha256 must match)."""
+    from fbinfer.search.embedder import open_embedder
+    from fbinfer.search.index import CatalogIndex
+
+    return CatalogIndex(path, open_embedder(model, backend) if model else None, backend)

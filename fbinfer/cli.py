@@ -21,6 +21,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="FashionBERT: train, distil, export, build engines and benchmark ranking drift.")
 data_app = typer.Typer(no_args_is_help=True, help="Make or prepare data sets.")
 app.add_typer(data_app, name="data")
+embed_app = typer.Typer(no_args_is_help=True, help="The dual encoder that makes a catalogue searchable.")
+app.add_typer(embed_app, name="embed")
+index_app = typer.Typer(no_args_is_help=True, help="Catalogue indexes (faiss) for search.")
+app.add_typer(index_app, name="index")
 console = Console()
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Data folder (train.jsonl, test.jsonl, images/) or a Fashion-Gen .h5 file.")]
@@ -344,6 +348,177 @@ def bench_cmd(
         console.print(f"wrote {json_out}")
     if report:
         console.print("wrote " + ", ".join(str(p) for p in write_report(result, report)))
+
+
+@embed_app.command("train")
+def embed_train_cmd(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Embedding model to write (embed.pt).")],
+    teacher: Annotated[Path | None, typer.Option(help="A FashionBERT checkpoint: adds the KL towards its ranking of hard candidates.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (default 300).")] = 300,
+    epochs: Annotated[float | None, typer.Option(help="Epochs over the products (if --steps is 0).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items per step: two views of batch-size / 2 products.")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate of the pretrained text encoder.")] = 5e-5,
+    head_lr: Annotated[float, typer.Option(help="Learning rate of the image tower, projections and product head.")] = 5e-4,
+    dim: Annotated[int, typer.Option(help="Size of the shared space.")] = 256,
+    hard_ratio: Annotated[float, typer.Option(help="Share of products drawn with a partner from the same sub-category.")] = 0.5,
+    product_weight: Annotated[float, typer.Option(help="Weight of the image+text (product) term.")] = 0.5,
+    kd_weight: Annotated[float, typer.Option(help="Weight of the teacher term.")] = 1.0,
+    kd_temperature: Annotated[float, typer.Option(help="The teacher's softmax temperature.")] = 1.0,
+    lists: Annotated[int, typer.Option(help="Teacher ranking lists per step.")] = 4,
+    list_size: Annotated[int, typer.Option(help="Candidates per teacher list (the truth and others from its sub-category).")] = 8,
+    tiny: Annotated[bool, typer.Option(help="A 64-wide random text tower (tests and smoke runs).")] = False,
+    dropout: Annotated[float, typer.Option()] = 0.1,
+    precision: TrainPrecisionOpt = "fp32",
+    checkpoint_every: Annotated[int, typer.Option()] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT.resume.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing OUT and its resume state.")] = False,
+) -> None:
+    """Train the dual encoder (text, image and image+text in one space) for catalogue recall."""
+    from fbinfer.data.source import load_data
+    from fbinfer.search.config import EmbedConfig
+    from fbinfer.search.train import EmbedTrainConfig, train_embed
+
+    tc = EmbedTrainConfig(steps=steps or None, epochs=epochs if not steps else None, batch_size=batch_size, lr=lr, head_lr=head_lr,
+                          hard_ratio=hard_ratio, product_weight=product_weight, teacher=str(teacher) if teacher else None,
+                          kd_weight=kd_weight, kd_temperature=kd_temperature, lists=lists, list_size=list_size, precision=precision,
+                          checkpoint_every=checkpoint_every, seed=seed).validate()
+    cfg = EmbedConfig(dim=dim, tiny=tiny, dropout=dropout).validate()
+    result = train_embed(load_data(data), cfg, tc, out, resume=resume, force=force)
+    console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
+
+
+@embed_app.command("export")
+def embed_export_cmd(
+    model: Annotated[Path, typer.Argument(help="Embedding model (embed.pt).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Embedding bundle folder to write.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Data for the parity check (default: the model's training data).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a bundle fbinfer made.")] = False,
+) -> None:
+    """Export the text, image and product towers as ONNX graphs, with parity against PyTorch per backend."""
+    from fbinfer.data.source import load_data
+    from fbinfer.search.checkpoint import load_embed
+    from fbinfer.search.export import export_embed
+
+    source = data or Path(load_embed(model).meta.get("data") or ".")
+    manifest = export_embed(model, load_data(source), out, force=force)
+    for backend, p in manifest["parity"].items():
+        console.print(f"{backend}: " + (p["skipped"] if "skipped" in p else ", ".join(f"{k} max |diff| {v:.1e}" for k, v in p["max_abs_diff"].items())))
+    console.print(f"wrote {out}")
+
+
+@index_app.command("build")
+def index_build_cmd(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Index folder to write (catalog.index).")],
+    model: Annotated[Path, typer.Option("--model", help="Embedding model (embed.pt) or embedding bundle.")],
+    kind: Annotated[str, typer.Option(help="auto (exact for small catalogues, HNSW above), flat, hnsw or ivfpq.")] = "auto",
+    split: Annotated[str, typer.Option(help="Which items: all, train or test (eval-retrieval wants test).")] = "all",
+    backend: Annotated[str | None, typer.Option(help="For a bundle: onnxruntime or openvino.")] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Embed on Ray Data actors (a local Ray, or the cluster at RAY_ADDRESS).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an index fbinfer made.")] = False,
+) -> None:
+    """Embed every catalogue item and build its faiss indexes (image, text, image+text)."""
+    from fbinfer.data.source import load_data
+    from fbinfer.search.index import build_index
+
+    meta = build_index(model, load_data(data), out, kind, split, use_ray, force, backend)
+    console.print(f"wrote {out}: {meta['count']} items, {meta['kind']} ({meta['faiss']['image']}), model {meta['model_sha256'][:12]}")
+
+
+@index_app.command("add")
+def index_add_cmd(
+    index: Annotated[Path, typer.Argument(help="Index folder.")],
+    data: DataOpt,
+    split: Annotated[str, typer.Option(help="all, train or test.")] = "all",
+) -> None:
+    """Embed more items with the index's own model and add them (the folder is replaced whole)."""
+    from fbinfer.data.source import load_data
+    from fbinfer.search.index import add_to_index
+
+    meta = add_to_index(index, load_data(data), split)
+    console.print(f"{index}: now {meta['count']} items")
+
+
+HintsOpt = Annotated[str, typer.Option(help="OpenVINO properties for the reranker, K=V,K=V (e.g. INFERENCE_PRECISION_HINT=bf16 "
+                                            "with --precision int8: the student's fastest CPU path).")]
+
+
+def _reranker(path: Path | None, backend: str | None, precision: str | None, hints: str):
+    """The FashionBERT Matcher that reranks, or None."""
+    from fbinfer.runtime.load import load
+
+    if path is None:
+        return None
+    pairs = [h.split("=", 1) for h in _csv(hints)]
+    if any(len(p) != 2 for p in pairs):
+        raise FbinferError(f"--hints {hints!r}: expected KEY=VALUE pairs separated by commas")
+    return load(path, backend=backend, precision=precision, **({"hints": dict(pairs)} if pairs else {}))
+
+
+@app.command("search")
+def search_cmd(
+    index: Annotated[Path, typer.Argument(help="Index folder.")],
+    text: Annotated[str | None, typer.Argument(help="A caption query.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="An image query (with a text query: image+text, same style).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Results to show.")] = 10,
+    target: Annotated[str | None, typer.Option(help="image, text (captions) or product; default image, or product for text + image.")] = None,
+    rerank: Annotated[Path | None, typer.Option(help="A FashionBERT bundle or checkpoint that rescores the top --depth.")] = None,
+    depth: Annotated[int, typer.Option(help="Candidates the reranker scores.")] = 64,
+    backend: Annotated[str | None, typer.Option(help="The reranker's backend (fbinfer backends).")] = None,
+    precision: Annotated[str | None, typer.Option(help="The reranker's precision.")] = None,
+    hints: HintsOpt = "",
+) -> None:
+    """Search a catalogue by caption, image or both; optionally rerank with FashionBERT."""
+    from fbinfer.search.index import CatalogIndex
+    from fbinfer.search.report import hits_table
+
+    if text is None and image is None:
+        raise FbinferError("search: give a text query, --image, or both")
+    if text is not None and not text.strip():
+        raise FbinferError("search: the text query is empty")
+    if rerank is not None and depth < k:
+        raise FbinferError(f"--depth {depth} is smaller than --k {k}: the reranker must see at least k candidates")
+    idx = CatalogIndex(index)
+    matcher = _reranker(rerank, backend, precision, hints)
+    hits = idx.search(text=text, image=image, k=k, target=target, rerank=matcher, depth=depth)
+    console.print(hits_table(hits, f"{len(hits)} of {len(idx)} items" + (f", reranked by {matcher.backend} at depth {depth}" if matcher else "")))
+
+
+@app.command("eval-retrieval")
+def eval_retrieval_cmd(
+    index: Annotated[Path, typer.Option("--index", help="An index of the test catalogue (fbinfer index build --split test).")],
+    rerank: Annotated[Path | None, typer.Option(help="FashionBERT bundle or checkpoint: the two-stage and cross-encoder-alone systems.")] = None,
+    depths: Annotated[str, typer.Option(help="Rerank depths.")] = "16,32,64,128",
+    full_queries: Annotated[int, typer.Option(help="Queries per direction the cross-encoder scores against every item (0: skip).")] = 120,
+    latency_queries: Annotated[int, typer.Option(help="Queries per direction and system timed one by one.")] = 32,
+    backend: Annotated[str | None, typer.Option(help="The reranker's backend.")] = None,
+    precision: Annotated[str | None, typer.Option(help="The reranker's precision.")] = None,
+    hints: HintsOpt = "",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG: Rank@1 against depth and against cost.")] = None,
+) -> None:
+    """Full-catalogue retrieval, both directions: dual encoder, two-stage at each depth, cross-encoder alone."""
+    from fbinfer.fileio import write_json
+    from fbinfer.search.evaluate import RetrievalConfig, evaluate_retrieval, plot_retrieval
+    from fbinfer.search.index import CatalogIndex
+    from fbinfer.search.report import retrieval_tables
+
+    try:
+        cfg = RetrievalConfig(tuple(int(d) for d in _csv(depths)), full_queries, latency_queries)
+    except ValueError:
+        raise FbinferError(f"--depths {depths!r}: comma-separated whole numbers") from None
+    for p, opt in ((json_out, "--json"), (plot, "--plot")):
+        if p is not None:
+            check_writable(p, opt)
+    idx = CatalogIndex(index)
+    result = evaluate_retrieval(idx, _reranker(rerank, backend, precision, hints), cfg)
+    retrieval_tables(result, console)
+    if json_out:
+        write_json(json_out, result)
+    if plot and rerank:
+        plot_retrieval(result, plot)
 
 
 @app.command("backends")

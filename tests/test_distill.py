@@ -17,9 +17,10 @@ from helpers import assert_cli_errors, run_cli
 
 from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
-from fbinfer.distill.trainer import Dist, DistillConfig, LossWeights, distill
+from fbinfer.distill.trainer import DistillConfig, LossWeights, distill
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import load_checkpoint
+from fbinfer.training.dist import Dist
 
 
 def test_tia_kd_is_a_binary_kl_times_t_squared():

@@ -22,6 +22,7 @@ LAYERS = [
     {"runtime"},
     {"bench"},
     {"serve"},
+    {"search"},
     {"recipes", "demo", "cli", "__init__"},
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}

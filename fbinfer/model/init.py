@@ -39,7 +39,13 @@ def default_vocab() -> list[str]:
 
 
 def load_pretrained_encoder(model: FashionBert, init: str) -> None:
-    """Copy a pretrained BERT's embeddings and its first ``num_layers`` layers into ``model.bert``.
+    """Copy a pretrained BERT's embeddings and its first ``num_layers`` layers into ``model.bert``."""
+    load_pretrained_bert(model.bert, model.config, init)
+
+
+def load_pretrained_bert(bert, cfg: FashionBertConfig, init: str) -> None:
+    """Copy a pretrained BERT's embeddings and its first ``cfg.num_layers`` layers into ``bert``
+    (a transformers BertModel built from ``cfg``; FashionBERT's encoder or a dual encoder's text tower).
 
     Keeping the first layers is how the paper made its 2-layer model; position embeddings are
     cut to the text length. Width and vocab must match (a clear error says which does not).
@@ -48,7 +54,6 @@ def load_pretrained_encoder(model: FashionBert, init: str) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = bert_folder(init)
-    cfg: FashionBertConfig = model.config
     try:
         src = BertModel.from_pretrained(str(folder), add_pooling_layer=True)
     except (OSError, ValueError) as e:
@@ -67,10 +72,12 @@ def load_pretrained_encoder(model: FashionBert, init: str) -> None:
     for k, v in src.state_dict().items():
         if k.startswith("encoder.layer.") and int(k.split(".")[2]) >= cfg.num_layers:
             continue
+        if k.startswith("pooler.") and bert.pooler is None:  # a text tower pools by its mean instead
+            continue
         if k == "embeddings.position_embeddings.weight":
             v = v[: cfg.max_text_len]
         state[k] = v
-    missing, unexpected = model.bert.load_state_dict(state, strict=False)
+    missing, unexpected = bert.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise FbinferError(f"--init {init}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
