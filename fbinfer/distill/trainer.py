@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from fbinfer.data.features import FeatureStore
@@ -329,10 +328,7 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         return env.mean({k: float(v.detach()) for k, v in terms.items()})
 
     def save(step: int, seconds: float, last: dict[str, float]) -> None:
-        rngs = [torch.get_rng_state()]
-        if env.world > 1:
-            rngs = [torch.empty_like(rngs[0]) for _ in range(env.world)]
-            dist.all_gather(rngs, torch.get_rng_state())
+        rngs = env.rng_states()
         if env.main:
             info = {**meta, "steps": step, "train_seconds": round(seconds, 1), "last": last}
             train_state = {**optim.state(step, seconds, rngs), "proj": distiller.proj.state_dict()}

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from fbinfer.data.features import FeatureStore
@@ -247,10 +246,7 @@ def _train(env: Dist, data: DataSource, cfg: EmbedConfig, tc: EmbedTrainConfig, 
     meta = {"data": str(data.path), "data_fingerprint": data.fingerprint(), "embed_train": asdict(tc), "world_size": env.world}
 
     def save(step: int, seconds: float, last: dict[str, float]) -> None:
-        rngs = [torch.get_rng_state()]
-        if env.world > 1:
-            rngs = [torch.empty_like(rngs[0]) for _ in range(env.world)]
-            dist.all_gather(rngs, torch.get_rng_state())
+        rngs = env.rng_states()
         if env.main:
             info = {**meta, "steps": step, "train_seconds": round(seconds, 1), "last": last}
             save_embed(EmbedCheckpoint(model, vocab, info, optim.state(step, seconds, rngs)), resume_path(out))

@@ -57,6 +57,14 @@ class Dist:
         dist.all_reduce(t)
         return dict(zip(values, (t / self.world).tolist()))
 
+    def rng_states(self) -> list[torch.Tensor]:
+        """Every process's torch RNG state (what a resume restores, rank by rank)."""
+        rngs = [torch.get_rng_state()]
+        if self.world > 1:
+            rngs = [torch.empty_like(rngs[0]) for _ in range(self.world)]
+            dist.all_gather(rngs, torch.get_rng_state())
+        return rngs
+
     @contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (e.g. writing the feature cache), the others after it."""
