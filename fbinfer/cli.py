@@ -474,12 +474,6 @@ def search_cmd(
     from fbinfer.search.index import CatalogIndex
     from fbinfer.search.report import hits_table
 
-    if text is None and image is None:
-        raise FbinferError("search: give a text query, --image, or both")
-    if text is not None and not text.strip():
-        raise FbinferError("search: the text query is empty")
-    if rerank is not None and depth < k:
-        raise FbinferError(f"--depth {depth} is smaller than --k {k}: the reranker must see at least k candidates")
     idx = CatalogIndex(index)
     matcher = _reranker(rerank, backend, precision, hints)
     hits = idx.search(text=text, image=image, k=k, target=target, rerank=matcher, depth=depth)

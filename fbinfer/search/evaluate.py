@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fbinfer.errors import FbinferError
-from fbinfer.search.index import CatalogIndex, check_reranker
+from fbinfer.search.index import CatalogIndex, check_reranker, rerank_scores
 
 KS = (1, 5, 10)
 MISS = 1 << 30  # the truth is not among the ranked items
@@ -59,7 +59,7 @@ def query_vectors(index: CatalogIndex, q: Queries, rows: list[int] | None = None
     emb = index.embedder
     if q.texts is not None:
         return emb.texts([q.texts[i] for i in pick])
-    return emb.images(index.patches[[index.items[q.rows[i]]["patch_row"] for i in pick]].astype(np.float32))
+    return emb.images(index.item_patches([q.rows[i] for i in pick]))
 
 
 def first_hit(ranked: np.ndarray, truth: set[int]) -> int:
@@ -78,13 +78,10 @@ def summarize(ranks: list[int], pairs: int, depths: tuple[int, ...] = ()) -> dic
 
 
 def cross_scores(matcher, index: CatalogIndex, q: Queries, i: int, rows: np.ndarray) -> np.ndarray:
-    """FashionBERT's logits for query i against catalogue rows."""
-    rows = [int(r) for r in rows]
+    """FashionBERT's logits for query i against catalogue rows (the reranker's own scoring)."""
     if q.texts is not None:
-        feats = index.patches[[index.items[r]["patch_row"] for r in rows]].astype(np.float32)
-        return matcher.score([q.texts[i]] * len(rows), feats)
-    query = index.patches[index.items[q.rows[i]]["patch_row"]].astype(np.float32)[None]
-    return matcher.score([index.items[r]["text"] for r in rows], np.repeat(query, len(rows), axis=0))
+        return rerank_scores(matcher, list(rows), index, q.texts[i], None)
+    return rerank_scores(matcher, list(rows), index, None, index.item_patches([q.rows[i]]))
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -147,8 +144,7 @@ def same_style(index: CatalogIndex, ks: tuple[int, ...] = KS) -> dict:
     if not queries:
         return {"queries": 0, "note": "no product has two views in this catalogue"}
     emb = index.embedder
-    patches = index.patches[[index.items[r]["patch_row"] for r in queries]].astype(np.float32)
-    image = emb.images(patches)
+    image = emb.images(index.item_patches(queries))
     vecs = {"image": image, "product": emb.products(emb.texts([index.items[r]["text"] for r in queries]), image)}
     out: dict = {"queries": len(queries)}
     for target, v in vecs.items():

@@ -249,6 +249,10 @@ class CatalogIndex:
     def __len__(self) -> int:
         return len(self.items)
 
+    def item_patches(self, rows) -> np.ndarray:
+        """(len(rows), P, D) float32 patch features of catalogue rows (what the reranker scores)."""
+        return self.patches[[self.items[int(r)]["patch_row"] for r in rows]].astype(np.float32)
+
     def search_vectors(self, target: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, k) cosine scores and rows of the nearest items' ``target`` vectors."""
         scores, rows = self.indexes[target].search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
@@ -319,9 +323,8 @@ def rerank_scores(matcher, rows: list[int], index: CatalogIndex, text: str | Non
     """The cross-encoder's logits: the query caption against each candidate's image, or each
     candidate's caption against the query image."""
     if text is not None:
-        feats = index.patches[[index.items[r]["patch_row"] for r in rows]].astype(np.float32)
-        return matcher.score([text] * len(rows), feats)
-    return matcher.score([index.items[r]["text"] for r in rows], np.repeat(query_features, len(rows), axis=0))
+        return matcher.score([text] * len(rows), index.item_patches(rows))
+    return matcher.score([index.items[int(r)]["text"] for r in rows], np.repeat(query_features, len(rows), axis=0))
 
 
 def check_reranker(matcher, meta: dict, folder: Path) -> None:

@@ -49,12 +49,12 @@ def ray_embed(model: Path, texts: list[str], patches: np.ndarray, backend: str |
         rows = [{"row": i, "text": t, "patches": np.asarray(p, dtype=np.float16)} for i, (t, p) in enumerate(zip(texts, patches))]
         ds = ray.data.from_items(rows).map_batches(EmbedActor, fn_constructor_kwargs={"model": str(model), "backend": backend},
                                                    batch_size=batch_size, concurrency=actors, num_cpus=1, batch_format="numpy")
-        out = {t: np.empty((len(texts), 0), dtype=np.float32) for t in TARGETS}
         parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
     finally:
         if started:
             ray.shutdown()
     order = np.concatenate([p["row"] for p in parts])
+    out = {}
     for t in TARGETS:
         vecs = np.concatenate([p[t] for p in parts])
         out[t] = np.empty_like(vecs)
