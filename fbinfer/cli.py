@@ -73,7 +73,7 @@ def train_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="Checkpoint to write (model.pt).")],
     recipe: Annotated[str | None, typer.Option(help="Run a named recipe instead (teacher, teacher-short; README lists what each makes "
                                                     "and how long it takes). It sets every training option but --seed and --checkpoint-every.")] = None,
-    config: Annotated[str, typer.Option(help="fashionbert-mini | fashionbert-mini-2l | fashionbert-base | fashionbert-tiny")] = "fashionbert-mini",
+    config: Annotated[str, typer.Option(help="fashionbert-mini | fashionbert-mini-2l | fashionbert-demo | fashionbert-base | fashionbert-tiny")] = "fashionbert-mini",
     init: Annotated[str | None, typer.Option(help="'minilm', a local BERT folder, or 'none' for random init.")] = None,
     layers: Annotated[int | None, typer.Option(help="Override the number of encoder layers.")] = None,
     patch_input: Annotated[str | None, typer.Option(help="features (CNN patch features) or pixels (raw-pixel patch embedding).")] = None,

@@ -97,6 +97,9 @@ PRESETS: dict[str, FashionBertConfig] = {
     "fashionbert-mini": FashionBertConfig(),
     # The first two MiniLM layers: the paper's deployed 2-layer model, and the demo's teacher.
     "fashionbert-mini-2l": FashionBertConfig(name="fashionbert-mini-2l", num_layers=2),
+    # the demo's teacher: the same 6 x 384 over 128-px images, 4 x 4 patches (17 image tokens, not 65),
+    # about half the step time; the 2-layer model does not leave the TIA plateau in time (docs/results/training.md)
+    "fashionbert-demo": FashionBertConfig(name="fashionbert-demo", image_size=128, grid_size=4),
     "fashionbert-base": FashionBertConfig(
         name="fashionbert-base", hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, init=None
     ),
