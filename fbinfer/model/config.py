@@ -95,7 +95,7 @@ TYPES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,), "
 
 PRESETS: dict[str, FashionBertConfig] = {
     "fashionbert-mini": FashionBertConfig(),
-    # The first two MiniLM layers: the paper's deployed 2-layer model, and the demo's teacher.
+    # The first two MiniLM layers: the paper's deployed 2-layer model.
     "fashionbert-mini-2l": FashionBertConfig(name="fashionbert-mini-2l", num_layers=2),
     # the demo's teacher: the same 6 x 384 over 128-px images, 4 x 4 patches (17 image tokens, not 65),
     # about half the step time; the 2-layer model does not leave the TIA plateau in time (docs/results/training.md)
