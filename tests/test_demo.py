@@ -16,7 +16,7 @@ from fbinfer.export.int8 import CalibrationConfig
 # the shared fixtures' catalogue and model (tests/conftest.py): the demo finds them in its workdir and reuses them
 TINY = DemoConfig(products=48, seed=3, teacher="fashionbert-tiny", steps=6, tia_warmup_steps=2, precision="fp32", batch_size=8,
                   export=ExportConfig(parity_queries=2, calibration=CalibrationConfig(batches=2, batch_size=16)),
-                  student_layers=1, distill_steps=4, bench_backends=("ort-fused",), bench_seconds=0.1)
+                  student_layers=1, distill_steps=4, timing_rounds=3, bench_backends=("ort-fused",), bench_seconds=0.1)
 
 
 def test_demo_reuses_its_teacher_and_runs_every_later_stage(tmp_path, tiny_data, tiny_model):
@@ -27,10 +27,12 @@ def test_demo_reuses_its_teacher_and_runs_every_later_stage(tmp_path, tiny_data,
     made = run_demo(tmp_path, TINY, console)
     for key in ("data", "teacher", "eval", "bundle", "student", "comparison", "report"):
         assert Path(made[key]).exists(), key
+    assert made["bundle"] == str(tmp_path / "student.bundle")  # the demo exports and benches the model one deploys
     assert made["plots"] and all(Path(p.strip()).is_file() for p in made["plots"].split(","))
     assert demo_models(tmp_path) == [tmp_path / "teacher.pt", tmp_path / "student.pt"]
     out = console.export_text()
-    for title in ("reusing data", "reusing teacher", "Rank@K", "teacher vs students", "fbinfer's fastest path", "what to look at"):
+    for title in ("reusing data", "reusing teacher", "Rank@K", "teacher vs students", "vs PyTorch", "fbinfer's fastest path",
+                  "what to look at"):
         assert title in out, title
     assert (tmp_path / "teacher.pt").read_bytes() == teacher
 

@@ -40,3 +40,18 @@ def test_pixel_patches_layout():
     lit = np.where(cells[0].max(axis=1) > 0)[0]
     assert lit.tolist() == [8]  # row-major: row 1, col 0
     assert (cells[0, 8, : 32 * 32] == 1.0).all() and (cells[0, 8, 32 * 32 :] == -1.0).all()
+
+
+def test_the_fast_engine_gives_pytorchs_features(tiny_data):
+    """The cache's OpenVINO trunk against PyTorch's, on real images of several products: each
+    feature within the fp16 cache's step of PyTorch's, and nothing like another image's."""
+    from fbinfer.data.features import EfficientNetPatches
+
+    src = load_data(tiny_data)
+    images = [src.open_image(it) for it in src.test[:5]]
+    fast, ref = EfficientNetPatches(engine="fast"), EfficientNetPatches(engine="torch")
+    assert fast.compiled is not None and ref.compiled is None  # openvino is in the test extra
+    got, want = fast(images).astype(np.float32), ref(images).astype(np.float32)
+    step = np.abs(want) * 2.0**-10 + 1e-4  # fp16's relative step, or 1e-4 near zero
+    assert (np.abs(got - want) <= step).all()
+    assert np.abs(got - want[::-1]).max() > 10 * step.max()  # the check tells images apart

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from fbinfer.errors import FbinferError, first_line
 from fbinfer.fileio import atomic_path, read_json, sha256, write_json
 from fbinfer.model.config import FashionBertConfig
 
+FAST_FROM = 512  # images to extract from which the fast engine's ~8 s conversion pays for itself
 INDEX_VERSION = 2  # {version, sha256 of features.npy, rows: image -> [row, image hash]}
 
 
@@ -61,15 +63,40 @@ class EfficientNetTrunk(torch.nn.Module):
 
 
 class EfficientNetPatches:
-    """EfficientNet-Lite0's trunk as a patch-feature extractor (PyTorch; fp16 rows, as cached)."""
+    """EfficientNet-Lite0's trunk as a patch-feature extractor (fp16 rows, as cached).
 
-    def __init__(self, layer: str = "blocks", image_size: int = 256):
+    Args:
+        engine: "torch" runs the trunk in PyTorch; "fast" runs it on OpenVINO's CPU plugin in fp32
+            where ``openvino`` is installed (PyTorch otherwise): about 8x faster on this machine's
+            depthwise convolutions, within 1e-4 of PyTorch (the bundle's extractor contract), far
+            below the cache's fp16 step.
+    """
+
+    def __init__(self, layer: str = "blocks", image_size: int = 256, engine: str = "torch"):
         self.trunk = EfficientNetTrunk(layer).eval()
         self.preprocess = ImagePreprocess(image_size)
+        self.compiled = openvino_trunk(self.trunk, image_size) if engine == "fast" else None
 
     @torch.inference_mode()
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
-        return self.trunk(torch.from_numpy(self.preprocess(images))).numpy().astype(np.float16)
+        pixels = self.preprocess(images)
+        if self.compiled is not None:
+            return self.compiled(pixels)[0].astype(np.float16)
+        return self.trunk(torch.from_numpy(pixels)).numpy().astype(np.float16)
+
+
+def openvino_trunk(trunk: EfficientNetTrunk, image_size: int):
+    """The trunk compiled for OpenVINO's CPU plugin with the fp32 precision hint (it picks bf16 on
+    CPUs that have it otherwise), any batch; None where openvino is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its TorchScript tracing warns of deprecation
+        model = ov.convert_model(trunk, example_input=torch.zeros(2, 3, image_size, image_size),
+                                 input=[ov.PartialShape([-1, 3, image_size, image_size])])
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 class FeatureStore:
@@ -117,7 +144,7 @@ class FeatureStore:
     def _rebuild(self, valid: dict[str, list], missing: list[str], hashes: dict[str, str], by_ref: dict[str, Item],
                  batch_size: int) -> dict[str, list]:
         """Write the cache anew: the ``valid`` rows copied, the ``missing`` images extracted; returns its rows."""
-        extractor = make_extractor(self.cfg)
+        extractor = make_extractor(self.cfg, engine="fast" if len(missing) >= FAST_FROM else "torch")
         old = np.load(self.dir / "features.npy", mmap_mode="r") if valid else None
         shape = (len(valid) + len(missing), self.cfg.num_patches, self.cfg.patch_feature_dim)
         with atomic_path(self.dir) as tmp:
