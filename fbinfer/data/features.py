@@ -33,7 +33,7 @@ from fbinfer.errors import FbinferError, first_line
 from fbinfer.fileio import atomic_path, read_json, sha256, write_json
 from fbinfer.model.config import FashionBertConfig
 
-FAST_FROM = 512  # images to extract from which the fast engine's ~8 s conversion pays for itself
+FAST_FROM = 512  # the fast engine's 3.5 s conversion pays from ~300 images at 128 px, ~50 at 256 (benchmarks/feature_engine.py)
 INDEX_VERSION = 2  # {version, sha256 of features.npy, rows: image -> [row, image hash]}
 
 
@@ -67,9 +67,9 @@ class EfficientNetPatches:
 
     Args:
         engine: "torch" runs the trunk in PyTorch; "fast" runs it on OpenVINO's CPU plugin in fp32
-            where ``openvino`` is installed (PyTorch otherwise): about 8x faster on this machine's
-            depthwise convolutions, within 1e-4 of PyTorch (the bundle's extractor contract), far
-            below the cache's fp16 step.
+            where ``openvino`` is installed (PyTorch otherwise): 4-6x faster on this machine's
+            depthwise convolutions (benchmarks/results/feature_engine.json), within the cache's
+            fp16 step of PyTorch.
     """
 
     def __init__(self, layer: str = "blocks", image_size: int = 256, engine: str = "torch"):
