@@ -55,3 +55,21 @@ def test_the_fast_engine_gives_pytorchs_features(tiny_data):
     step = np.abs(want) * 2.0**-10 + 1e-4  # fp16's relative step, or 1e-4 near zero
     assert (np.abs(got - want) <= step).all()
     assert np.abs(got - want[::-1]).max() > 10 * step.max()  # the check tells images apart
+
+
+def test_the_cache_takes_the_fast_engine_from_fast_from_images(tmp_path, tiny_data, monkeypatch):
+    """Below ``FAST_FROM`` missing images the cache extracts in PyTorch, from it on OpenVINO (the real
+    engine, counted as it is built): the threshold is wired, not only declared."""
+    import fbinfer.data.features as features
+
+    built = []
+    real = features.openvino_trunk
+    monkeypatch.setattr(features, "openvino_trunk", lambda *a: built.append(a) or real(*a))
+    d = tmp_path / "d"
+    shutil.copytree(tiny_data, d, ignore=shutil.ignore_patterns(".fbinfer"))
+    src = load_data(d)
+    FeatureStore(src, preset("fashionbert-tiny")).ensure(src.test[:2])
+    assert built == []
+    monkeypatch.setattr(features, "FAST_FROM", 2)
+    FeatureStore(src, preset("fashionbert-tiny")).ensure(src.test[:4])  # two more images missing
+    assert len(built) == 1
