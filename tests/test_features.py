@@ -60,7 +60,7 @@ def test_the_fast_engine_gives_pytorchs_features(tiny_data):
 def test_the_cache_takes_the_fast_engine_from_fast_from_images(tmp_path, tiny_data, monkeypatch):
     """Below ``FAST_FROM`` missing images the cache extracts in PyTorch, from it on OpenVINO (the real
     engine, counted as it is built): the threshold is wired, not only declared."""
-    import fbinfer.data.features as features
+    from fbinfer.data import features
 
     built = []
     real = features.openvino_trunk
