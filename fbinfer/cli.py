@@ -106,7 +106,7 @@ def train_cmd(
 
         rec = find_recipe(recipe, "train")
         refuse_beside_recipe(ctx, recipe)
-        console.print(f"recipe {recipe}: about {rec.minutes} min on 2 cores")
+        console.print(rec.describe(recipe))
         train_recipe(rec, load_data(data), out, console, seed, checkpoint_every, resume, force)
         console.print(f"wrote {out} (recipe {recipe}: {rec.result})")
         return
@@ -181,7 +181,7 @@ def distill_cmd(
     if json_out:
         check_writable(json_out, "--json")
     if recipe:
-        console.print(f"recipe {recipe}: about {rec.minutes} min on 2 cores")
+        console.print(rec.describe(recipe))
         distill_recipe(rec, teacher, source, out, console, seed, checkpoint_every, resume, force)
         done = f"wrote {out} (recipe {recipe}: {rec.result})"
     else:

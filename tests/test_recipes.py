@@ -13,7 +13,7 @@ from fbinfer.recipes import RECIPES, Recipe, Run, distill_recipe, find_recipe, t
 
 SMALL = {"batch_size": 8, "tia_warmup_steps": 2, "align_steps": 2}
 TINY = Recipe("train", (Run((3, 5), SMALL), Run((2,), {**SMALL, "lr": 5e-5, "hard_ratio": 0.5})),
-              {"config": "fashionbert-tiny"}, "-", "-")
+              {"config": "fashionbert-tiny"}, "-", 0, "-")
 
 
 def steps_and_mtime(path: Path) -> tuple[int, int]:
@@ -39,7 +39,7 @@ def test_a_training_recipe_chains_its_runs_and_resumes_without_redoing_them(tiny
 def test_a_distillation_recipe_extends_its_run(tiny_model, tiny_data, tmp_path):
     from fbinfer.data.source import load_data
 
-    r = Recipe("distill", (Run((2, 3), {"batch_size": 8, "lists": 0}),), {"layers": 1}, "-", "-")
+    r = Recipe("distill", (Run((2, 3), {"batch_size": 8, "lists": 0}),), {"layers": 1}, "-", 0, "-")
     out = tmp_path / "student.pt"
     distill_recipe(r, tiny_model, load_data(tiny_data), out, Console(quiet=True))
     meta = load_checkpoint(out).meta
@@ -52,6 +52,8 @@ def test_named_recipes_are_the_documented_chains():
     assert teacher.runs[0].options["hard_ratio"] == 1.0 and teacher.runs[1].options == {
         "hard_ratio": 0.5, "lr": 5e-5, "head_lr": 5e-5, "precision": "bf16"}
     assert find_recipe("student", "distill").runs[0].steps == (3000, 4500)
+    assert find_recipe("teacher-short", "train").describe("teacher-short").startswith(
+        "recipe teacher-short: about 60 min on 2 cores (fp32, one command")
     assert {r.command for r in RECIPES.values()} == {"train", "distill"}
     with pytest.raises(FbinferError, match="unknown distill recipe 'teacher'; choose from student"):
         find_recipe("teacher", "distill")
