@@ -60,7 +60,7 @@ RECIPES: dict[str, Recipe] = {
         (Run((3000, 4500), {"lr": 3e-4, "precision": "bf16"}),),
         {"layers": 2},
         "2 x 384, 101 / 102 % of the teacher recipe's Rank@1 (docs/results/distillation.md)",
-        77, "bf16: 3,000 steps in 3,085 s, then 1,500 in about 26 min"),
+        94, "bf16, one command on 2026-12-03 from the teacher-short teacher: 94.3 min; by hand in two sessions about 77"),
 }
 
 
