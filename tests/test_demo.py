@@ -57,5 +57,6 @@ def test_look_at_reports_each_models_rank1_chance_and_the_worst_parity():
     out = console.export_text()
     assert "9.0 min" in out
     assert "41.2 % / 38.0 %" in out and "35.0 % / 30.5 %" in out
+    assert re.search(r"keeps of the teacher's Rank@1 +│? *85 % / 80 %", out)  # 35 / 41.25, 30.5 / 38
     assert re.search(r"chance Rank@1 +│? *2\.0 %", out)  # 1 of 50 candidates
     assert "trt.int8 on onnxruntime" in out and "88 %" in out
