@@ -1,6 +1,7 @@
 """Helpers shared by test modules."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,18 @@ import numpy as np
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``fbinfer ARGS`` in a fresh interpreter, as a user would run it."""
     return subprocess.run([sys.executable, "-m", "fbinfer.cli", *args], capture_output=True, text=True, check=False, env=env)
+
+
+def run_one_and_two_processes(args: list[str], one: Path, two: Path) -> None:
+    """``fbinfer ARGS -o ONE`` in one process, then the same under ``torchrun --nproc_per_node 2``
+    (gloo, CPU) ``-o TWO``; each must succeed. One thread per process, so the two runs share the cores alike."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = run_cli(*args, "-o", str(one), env=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fbinfer.cli",
+           *args, "-o", str(two)]
+    double = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, timeout=300)
+    assert double.returncode == 0, double.stderr[-2000:]
 
 
 def run_cli_here(*args: str) -> subprocess.CompletedProcess:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_cli_errors, run_cli
+from helpers import assert_cli_errors, run_cli, run_one_and_two_processes
 
 from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
@@ -240,13 +238,7 @@ def test_two_process_ddp_follows_the_single_process_run(tiny_model, tiny_data, t
     """torchrun --nproc_per_node 2 (gloo, CPU) against one process with the same global batch."""
     common = ["distill", str(tiny_model), "--data", str(tiny_data), "--layers", "1", "--steps", "4", "--batch-size", "8",
               "--dropout", "0", "--lr", "1e-3", "--lists", "2", "--list-size", "4", "--no-compare"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = run_cli(*common, "-o", str(tmp_path / "one.pt"), env=env)
-    assert single.returncode == 0, single.stderr[-2000:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fbinfer.cli",
-           *common, "-o", str(tmp_path / "two.pt")]
-    double = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, timeout=300)
-    assert double.returncode == 0, double.stderr[-2000:]
+    run_one_and_two_processes(common, tmp_path / "one.pt", tmp_path / "two.pt")
     one, two = losses_of(tmp_path / "one.distill.jsonl"), losses_of(tmp_path / "two.distill.jsonl")
     assert [r["step"] for r in one] == [r["step"] for r in two] == [4]
     one_ck, two_ck = load_checkpoint(tmp_path / "one.pt"), load_checkpoint(tmp_path / "two.pt")

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_cli_errors, run_cli, run_cli_here
+from helpers import assert_cli_errors, run_cli, run_cli_here, run_one_and_two_processes
 
 from fbinfer.data.source import load_data
 from fbinfer.errors import FbinferError
@@ -276,13 +274,7 @@ def test_two_process_ddp_follows_the_single_process_run(tiny_data, tmp_path):
     """torchrun --nproc_per_node 2 (gloo, CPU) against one process with the same global batch."""
     common = ["embed", "train", "--data", str(tiny_data), "--tiny", "--dropout", "0", "--steps", "3", "--batch-size", "8",
               "--head-lr", "1e-3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = run_cli(*common, "-o", str(tmp_path / "one.pt"), env=env)
-    assert single.returncode == 0, single.stderr[-2000:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fbinfer.cli",
-           *common, "-o", str(tmp_path / "two.pt")]
-    double = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, timeout=300)
-    assert double.returncode == 0, double.stderr[-2000:]
+    run_one_and_two_processes(common, tmp_path / "one.pt", tmp_path / "two.pt")
     one, two = load_embed(tmp_path / "one.pt"), load_embed(tmp_path / "two.pt")
     assert two.meta["world_size"] == 2
     from fbinfer.search.train import new_embed_model
