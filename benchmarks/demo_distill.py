@@ -27,9 +27,10 @@ from fbinfer.distill.trainer import DistillConfig, LossWeights, distill
 from fbinfer.evaluation.run import run_eval
 from fbinfer.fileio import read_json, write_json
 from fbinfer.model.config import preset
-from fbinfer.training.trainer import TrainConfig, train
+from fbinfer.training.trainer import train
 
-# name -> (StudentSpec options, DistillConfig options); the demo's student otherwise (2 layers, bf16, seed 0)
+# name -> (StudentSpec options, DistillConfig options); otherwise the demo's 2 layers, seed and bf16, and
+# `fbinfer distill`'s defaults (0.5 x batch extra negatives: the demo's own student drops them, s300_noneg)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "s100": ({}, {"steps": 100}),
     "s100_lr1e-3": ({}, {"steps": 100, "lr": 1e-3}),
@@ -63,8 +64,7 @@ def main() -> None:
     data = load_data(w / "data")
     teacher = w / "teacher.pt"
     if not teacher.is_file():
-        train(data, preset(cfg.teacher), TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
-              tia_warmup_steps=cfg.tia_warmup_steps, precision=cfg.precision), teacher, force=True)
+        train(data, preset(cfg.teacher), cfg.teacher_training(), teacher, force=True)
     out = w / "demo_distill.json"
     res = read_json(out) if out.is_file() else {}
     if "teacher" not in res:

@@ -21,7 +21,7 @@ from fbinfer.bench.run import BenchConfig, bench
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.source import load_data
 from fbinfer.data.synth import SynthConfig, synthesize
-from fbinfer.distill.compare import compare_table, measure
+from fbinfer.distill.compare import compare_table, kept, measure
 from fbinfer.distill.student import StudentSpec
 from fbinfer.distill.trainer import DistillConfig, distill
 from fbinfer.errors import FbinferError
@@ -58,6 +58,11 @@ class DemoConfig:
     bench_seconds: float = 1.0
     bench_queries: int = 20  # per direction, for each row's drift
 
+    def teacher_training(self) -> TrainConfig:
+        """How the demo trains its teacher (also benchmarks/demo_distill.py's teacher)."""
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, seed=self.seed, tia_warmup_steps=self.tia_warmup_steps,
+                           precision=self.precision)
+
 
 def demo_models(workdir: Path) -> list[Path]:
     """What the demo made and ``fbinfer bench`` benches by default: the teacher, then the student."""
@@ -81,9 +86,7 @@ def run_demo(workdir: Path, cfg: DemoConfig, console: Console, fresh: bool = Fal
         console.print(f"[bold]2/6[/] reusing teacher {teacher}")
     else:
         console.print(f"[bold]2/6[/] training teacher {model_cfg.name} for {cfg.steps} steps ({cfg.precision}) -> {teacher}")
-        tc = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, tia_warmup_steps=cfg.tia_warmup_steps,
-                         precision=cfg.precision)
-        train(data, model_cfg, tc, teacher, force=True)
+        train(data, model_cfg, cfg.teacher_training(), teacher, force=True)
     made["teacher"] = str(teacher)
     console.print(f"[bold]3/6[/] evaluating the teacher (Rank@K, {cfg.eval_queries} queries per direction)")
     made["eval"] = str(workdir / "teacher.eval.json")
@@ -125,8 +128,9 @@ def look_at(compared: dict[str, dict], student: str, manifest: dict, seconds: fl
     for name in ("teacher", student):
         ranks = compared[name]["rank"]
         t.add_row(f"{name} Rank@1 image->text / text->image", " / ".join(f"{ranks[d]['rank1']:.1f} %" for d in DIRECTIONS))
-    pairs = [(compared[student]["rank"][d]["rank1"], compared["teacher"]["rank"][d]["rank1"]) for d in DIRECTIONS]
-    t.add_row(f"{student} keeps of the teacher's Rank@1", " / ".join(f"{100 * s / te:.0f} %" if te else "-" for s, te in pairs))
+    t.add_row(f"{student} keeps of the teacher's Rank@1",
+              " / ".join(f"{kept(compared[student], compared['teacher'], d):.0f} %" if compared["teacher"]["rank"][d]["rank1"] else "-"
+                         for d in DIRECTIONS))
     t.add_row("chance Rank@1", f"{chance:.1f} %")
     worst = min(manifest["parity"], key=lambda row: row["rank1_agreement"])
     t.add_row(f"student bundle: lowest Rank@1 agreement with PyTorch ({worst['graph']} on {worst['backend']})",
