@@ -16,8 +16,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fbinfer.bench.config import BenchConfig, DriftSetConfig
 from fbinfer.bench.report import summary_table, write_report
-from fbinfer.bench.run import BenchConfig, bench
+from fbinfer.bench.run import bench
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.source import load_data
 from fbinfer.data.synth import SynthConfig, synthesize
@@ -56,7 +57,7 @@ class DemoConfig:
     bench_backends: tuple[str, ...] = ("ort-fused", "ov-bf16", "ov-int8")
     bench_batch: int = 64
     bench_seconds: float = 1.0
-    bench_queries: int = 20  # per direction, for each row's drift
+    bench_drift_set: DriftSetConfig = field(default_factory=lambda: DriftSetConfig(queries=400, candidates=8, looks=(1.0,)))
 
     def teacher_training(self) -> TrainConfig:
         """How the demo trains its teacher (also benchmarks/demo_distill.py's teacher)."""
@@ -108,7 +109,7 @@ def run_demo(workdir: Path, cfg: DemoConfig, console: Console, fresh: bool = Fal
     console.print(bundle_table(manifest))
     console.print(f"[bold]6/6[/] bench of the student: torch fp32 and {', '.join(cfg.bench_backends)} at batch {cfg.bench_batch}")
     result = bench([student], None, BenchConfig(batches=(cfg.bench_batch,), backends=cfg.bench_backends,
-                                                min_seconds=cfg.bench_seconds, queries=cfg.bench_queries),
+                                                min_seconds=cfg.bench_seconds, drift_set=cfg.bench_drift_set),
                    progress=lambda m: console.print(f"[dim]{m}[/]"))
     made["report"] = str(workdir / "report")
     made["plots"] = ", ".join(str(p) for p in write_report(result, Path(made["report"])) if p.suffix == ".png")

@@ -12,3 +12,8 @@ def first_line(e: BaseException, limit: int = 160) -> str:
     """An exception's first line, for one-line errors (some libraries raise empty or multi-line messages)."""
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
+class BackendUnavailable(FbinferError):
+    """A backend, or a tool a row needs, is not installed or cannot run on this machine: the bench
+    skips such a row and says why; any other error fails it."""

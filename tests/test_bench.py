@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error, run_cli
 
+from fbinfer.bench.config import BenchConfig, DriftSetConfig
 from fbinfer.bench.drift import drift, spearman
 from fbinfer.bench.flops import flops_per_pair
-from fbinfer.bench.run import BenchConfig, bench
+from fbinfer.bench.run import bench
 from fbinfer.errors import FbinferError
-from fbinfer.evaluation.metrics import rank_at_k
 from fbinfer.evaluation.timing import median_ms_in_turns
 from fbinfer.model.config import preset
 
@@ -49,70 +49,116 @@ def test_spearman_by_hand():
 def test_drift_on_hand_made_matrices():
     ref = {"image_to_text": np.array([[3.0, 1, 2], [5, 1, 0]]), "text_to_image": np.array([[1.0, 0, 0.5], [2, 1, 0]])}
     other = {"image_to_text": np.array([[3.0, 1, 2], [0.5, 1, 0]]), "text_to_image": np.array([[1.0, 0, 0.5], [2, 1, 0]])}
-    rep = {d: rank_at_k(m) for d, m in ref.items()}
-    rep_o = {d: rank_at_k(m) for d, m in other.items()}
-    d = drift(rep, rep_o, ref, other)
-    assert d["d_rank1_i2t"] == -50.0 and d["d_rank1_t2i"] == 0.0 and d["d_rank5_i2t"] == 0.0
-    assert d["top1_agreement"] == 0.75  # 3 of 4 queries keep their top-1
-    assert d["max_abs_dlogit"] == 4.5 and d["mean_abs_dlogit"] == pytest.approx(4.5 / 12)
-    assert d["spearman"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)  # query 2 of i2t: (2,1,0) vs (1,2,0) -> rho 0.5
+    d = drift(ref, other, bar=1.0)
+    assert d.directions["image_to_text"].delta == -50.0 and d.directions["text_to_image"].delta == 0.0
+    assert d.to_dict()["top1_agreement"] == 0.75  # 3 of 4 queries keep their top-1
+    assert d.max_abs_dlogit == 4.5 and d.mean_abs_dlogit == pytest.approx(4.5 / 12)
+    assert d.spearman == pytest.approx((1 + 0.5 + 1 + 1) / 4)  # query 2 of i2t: (2,1,0) vs (1,2,0) -> rho 0.5
+    assert d.verdict == "undecided"  # two queries cannot tell
+
+
+TINY_DRIFT_SET = DriftSetConfig(queries=60, candidates=6, looks=(0.5, 1.0))
 
 
 @pytest.fixture(scope="module")
 def tiny_bench(tiny_bundle, tiny_data):
     bc = BenchConfig(batches=(1, 4), backends=("ort-fused", "ort-int8", "ov-default", "ov-int8", "torch-int8-dynamic",
-                                                "trt-fp16-graph", "tensorrt-fp16"), queries=3, min_seconds=0.05, min_iters=2)
+                                                "ort-plain-dynamic-int8", "ov-plain-nncf-int8", "trt-fp16-graph", "tensorrt-fp16"),
+                     drift_set=TINY_DRIFT_SET,
+                     min_seconds=0.05, min_iters=2)
     return bench([tiny_bundle], tiny_data, bc, progress=lambda m: None)
 
 
 def test_bench_json_schema(tiny_bench):
     r = tiny_bench
-    assert {"cpu_threads", "platform", "peak_flops", "versions"} <= set(r["machine"])
+    assert {"cpu_threads", "platform", "peak_flops", "versions", "cpu"} <= set(r["machine"])
+    assert r["drift_sets"]["tiny"]["queries_per_direction"] == 60 and r["drift_sets"]["tiny"]["candidates"] == 6
     keys = {(x["key"], x["batch"]) for x in r["results"]}
-    timed = ("torch-fp32", "ort-fused", "ort-int8", "ov-default", "ov-int8", "torch-int8-dynamic")
+    timed = ("torch-fp32", "ort-fused", "ort-int8", "ov-default", "ov-int8", "torch-int8-dynamic", "ort-plain-dynamic-int8",
+             "ov-plain-nncf-int8")
     assert keys == {(k, b) for k in timed for b in (1, 4)} | {("trt-fp16-graph", None)}
     for x in r["results"]:
         assert {"model", "backend", "precision", "variant", "batch", "rank"} <= set(x)
-        assert set(x["rank"]["image_to_text"]) >= {"rank1", "rank5", "rank10"}
+        assert set(x["rank"]["image_to_text"]) >= {"rank1", "rank5", "queries"}
         if x["batch"] is not None:
             assert x["pairs_per_s"] > 0 and set(x["latency_ms"]) == {"p50", "p95", "p99"} and x["pct_of_peak"] > 0
         if x["key"] == "torch-fp32":
             assert "drift" not in x
         else:
-            assert {"d_rank1_i2t", "d_rank1_t2i", "d_rank5_i2t", "d_rank10_t2i", "top1_agreement", "spearman", "max_abs_dlogit",
-                    "mean_abs_dlogit"} <= set(x["drift"])
+            assert {"verdict", "queries", "i2t", "t2i", "top1_agreement", "spearman", "max_abs_dlogit", "mean_abs_dlogit"} <= set(x["drift"])
+            assert {"delta", "low", "high", "half_width", "top1_agreement", "truth_ties_reference"} <= set(x["drift"]["i2t"])
+            assert x["drift"]["queries"] in (30, 60)
     peers = {x["key"] for x in r["results"] if x["peer"]}
-    assert peers == {"torch-fp32", "ov-default", "torch-int8-dynamic"}
+    assert peers == {"torch-fp32", "ov-default", "torch-int8-dynamic", "ort-plain-dynamic-int8", "ov-plain-nncf-int8"}
     ov = {x["key"]: x for x in r["results"] if x["backend"] == "openvino"}
     assert ov["ov-default"]["settings"]["hints"] == "defaults" and ov["ov-default"]["settings"]["graph"] == "plain.fp32.onnx"
     assert ov["ov-default"]["precision"] in ("fp32", "bf16")  # what OpenVINO chose, read back
     assert ov["ov-int8"]["settings"]["graph"] == "ov.int8.onnx" and ov["ov-int8"]["precision"] == "int8"
     fused = next(x for x in r["results"] if x["key"] == "ort-fused")
     assert fused["drift"]["max_abs_dlogit"] < 1e-4 and fused["drift"]["top1_agreement"] == 1.0
+    assert fused["drift"]["verdict"] == "undecided" and fused["drift"]["queries"] == 60  # 60 queries cannot say "within 1 point"
     assert "TensorRT is not installed" in r["skipped"]["tiny/tensorrt-fp16"]
 
 
+def test_the_quantized_peers_are_the_runtimes_own_int8(tiny_bench, tiny_bundle):
+    """The peers a user would quantize without fbinfer really are quantized: NNCF's IR carries
+    FakeQuantize ops, ONNX Runtime's dynamic graph integer matmuls; both made from the plain export."""
+    import onnx
+    import openvino as ov
+
+    rows = {x["key"]: x for x in tiny_bench["results"] if x["batch"] == 4}
+    assert rows["ov-plain-nncf-int8"]["settings"]["graph"] == "plain.nncf-int8.xml"
+    assert rows["ort-plain-dynamic-int8"]["settings"]["graph"] == "plain.ort-dynamic-int8.onnx"
+    folder = tiny_bundle / "bench"
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(folder / "plain.nncf-int8" / "plain.nncf-int8.xml")).get_ops()}
+    assert "FakeQuantize" in ops
+    nodes = {n.op_type for n in onnx.load(str(folder / "plain.ort-dynamic-int8.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= nodes
+    assert not {"DynamicQuantizeLinear", "MatMulInteger"} & {n.op_type for n in onnx.load(str(folder / "plain.fp32.onnx")).graph.node}
+
+
 def test_summary_puts_the_fastest_path_within_the_drift_bar_beside_the_fastest_peer(tiny_bench):
-    rows = [x for x in tiny_bench["results"] if x["batch"] == 4]
-    for s in (s for s in tiny_bench["summary"] if s["batch"] == 4):
-        ours = [x for x in rows if not x["peer"] and max(abs(x["drift"]["d_rank1_i2t"]), abs(x["drift"]["d_rank1_t2i"])) <= 1.0]
-        assert s["best"] == max(ours, key=lambda x: x["pairs_per_s"])["key"]
-        assert s["best_peer"] == max((x for x in rows if x["peer"]), key=lambda x: x["pairs_per_s"])["key"]
-        assert s["ratio"] == pytest.approx(s["best_pairs_per_s"] / s["peer_pairs_per_s"], rel=1e-3)
-    assert {s["batch"] for s in tiny_bench["summary"]} <= {1, 4}
+    from fbinfer.bench.run import summary
+
+    rows = [dict(x) for x in tiny_bench["results"]]
+    for x in rows:  # the tiny run's rows are undecided at 60 queries; plant verdicts to check the choice
+        if x.get("drift"):
+            x["drift"] = {**x["drift"], "verdict": "within" if x["key"] in ("ort-fused", "ov-int8") else "beyond"}
+    s = next(s for s in summary(rows, 1.0) if s["batch"] == 4)
+    at4 = [x for x in rows if x["batch"] == 4]
+    assert s["best"] == max((x for x in at4 if x["key"] in ("ort-fused", "ov-int8")), key=lambda x: x["pairs_per_s"])["key"]
+    assert s["best_peer"] == max((x for x in at4 if x["peer"]), key=lambda x: x["pairs_per_s"])["key"]
+    assert s["ratio"] == pytest.approx(s["best_pairs_per_s"] / s["peer_pairs_per_s"], rel=1e-3)
+    assert {f["key"] for f in s["faster_not_within"]} == {x["key"] for x in at4 if x["key"] == "ort-int8"
+                                                          and x["pairs_per_s"] > s["best_pairs_per_s"]}
+    assert not any(x["verdict"] == "within" for x in s["faster_not_within"])
+    assert summary([x for x in rows if not (x.get("drift") and x["drift"]["verdict"] == "within")], 1.0) == []
 
 
-def test_bench_reference_is_fbinfer_eval(tiny_bench, tiny_bundle, tiny_data):
-    """The bench's torch-fp32 row ranks exactly as ``fbinfer eval`` does on the same queries."""
+def test_bench_reference_ranks_the_drift_set_as_torch_does(tiny_bench, tiny_bundle, tiny_data):
+    """The bench's torch-fp32 Rank@1 equals one computed here another way: each gallery's caption x
+    image scores from the eval scorer, hits read off its rows and columns. And the drift set is a
+    held-out catalogue, not the model's data."""
+    from fbinfer.bench.driftset import drift_data, galleries
     from fbinfer.bundle import Bundle
     from fbinfer.data.features import FeatureStore
     from fbinfer.data.source import load_data
-    from fbinfer.evaluation.evaluate import evaluate, torch_scorer
+    from fbinfer.evaluation.evaluate import torch_scorer
 
     ck, data = Bundle.open(tiny_bundle).load_source(), load_data(tiny_data)
-    rep, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test)), data, queries=3)
+    dset = drift_data(data, TINY_DRIFT_SET)
+    assert len(dset.test) == 60 and dset.path != data.path
+    assert not {dset.image_hash(it) for it in dset.test} & {data.image_hash(it) for it in data.train + data.test}
+    scorer = torch_scorer(ck.model, ck.tokenizer(), FeatureStore(dset, ck.config).ensure(dset.test))
+    t2i, i2t = [], []
+    for g in galleries(dset.test, 6, 60, TINY_DRIFT_SET.seed):
+        s = scorer([dset.test[t] for t in g for _ in g], [dset.test[i] for _ in g for i in g]).reshape(6, 6)  # [caption, image]
+        t2i += [s[a, a] > np.delete(s[a], a).max() for a in range(6)]
+        i2t += [s[b, b] > np.delete(s[:, b], b).max() for b in range(6)]
     ref = next(x for x in tiny_bench["results"] if x["key"] == "torch-fp32")
-    assert ref["rank"] == rep
+    assert ref["rank"]["text_to_image"]["rank1"] == pytest.approx(100 * np.mean(t2i), abs=1e-3)
+    assert ref["rank"]["image_to_text"]["rank1"] == pytest.approx(100 * np.mean(i2t), abs=1e-3)
+    assert ref["rank"]["text_to_image"]["queries"] == 60 and 0 < np.mean(t2i) < 1
 
 
 def test_report_files(tiny_bench, tmp_path):
@@ -121,7 +167,8 @@ def test_report_files(tiny_bench, tmp_path):
     paths = write_report(tiny_bench, tmp_path / "report")
     assert [p.name for p in paths] == ["throughput.png", "drift.png", "report.md"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:4] == b"\x89PNG"
-    assert "| tiny | onnxruntime | fp32 | fused |" in paths[2].read_text()
+    text = paths[2].read_text()
+    assert "| tiny | onnxruntime | fp32 | fused |" in text and "queries per direction x 6 candidates" in text
 
 
 def test_bench_bad_input(tiny_bundle, tiny_data, tmp_path):
@@ -135,3 +182,56 @@ def test_bench_bad_input(tiny_bundle, tiny_data, tmp_path):
     assert_one_line_error(r, "must be >= 1")
     r = run_cli("bench", env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert_one_line_error(r, "run `fbinfer demo` first")
+
+
+def planted_pairs(galleries: int = 100, size: int = 16, seed: int = 0):
+    """A drift set of hand-made scores: ``galleries`` x size^2 pairs in batches of 64, the truth
+    (the grid's diagonal) ahead of its gallery in about 70 % of rows and columns."""
+    from fbinfer.bench.driftset import DriftPairs
+
+    rng = np.random.default_rng(seed)
+    grids = np.arange(galleries * size * size).reshape(galleries, size, size)
+    flat = rng.normal(size=grids.size)
+    flat[grids[:, np.arange(size), np.arange(size)].ravel()] += 2.5
+    cfg = DriftSetConfig(queries=galleries * size, candidates=size)
+    ends = sorted({int(np.ceil(f * galleries)) for f in cfg.looks})
+    batches = [{"input_ids": np.zeros((64, 1)), "k": np.array([k])} for k in range(grids.size // 64)]
+    return DriftPairs(None, [e * size for e in ends], batches, [e * size * size // 64 for e in ends], grids), flat, cfg
+
+
+def lazy(pairs, flat: np.ndarray, name: str = "row"):
+    from fbinfer.bench.drift import LazyScores
+
+    return LazyScores(lambda feeds: {"logit": flat[feeds["k"][0] * 64:(feeds["k"][0] + 1) * 64]}, pairs, name)
+
+
+def test_sequential_drift_stops_when_the_verdict_is_clear_and_not_before():
+    """An identical row stops at the first look that can say "within"; a row with its scores
+    reversed stops "beyond" at the first look; a row that loses 3 % of its text->image hits is
+    beyond; one that loses 1 % is scored to the end; a constant row is beyond (its ties are broken
+    at random, not counted as hits)."""
+    from fbinfer.bench.drift import sequential_drift
+
+    pairs, flat, cfg = planted_pairs()
+    total = len(flat)
+    ref = lazy(pairs, flat, "reference")
+    same = lazy(pairs, flat.copy())
+    d = sequential_drift(ref, same, 1.0, cfg)
+    assert d.verdict == "within" and d.queries == pairs.looks[0] < pairs.looks[-1] and same.pairs_scored < total / 2
+    rev = lazy(pairs, -flat)
+    d = sequential_drift(ref, rev, 1.0, cfg)
+    assert d.verdict == "beyond" and d.queries == pairs.looks[0] and d.directions["text_to_image"].delta < -50
+    lists = pairs.matrices(np.arange(total), total)["text_to_image"]
+    hits = [row for row in lists if flat[row[0]] > flat[row[1:]].max()]
+
+    def losing(n: int) -> np.ndarray:
+        out = flat.copy()
+        for row in hits[:: len(hits) // n][:n]:  # the truth just below its best negative: the hit lost
+            out[row[0]] = flat[row[1:]].max() - 0.01
+        return out
+
+    d = sequential_drift(ref, lazy(pairs, losing(48)), 1.0, cfg)
+    assert d.verdict == "beyond" and d.directions["text_to_image"].delta < -2  # about -3 at whichever look decided
+    d = sequential_drift(ref, lazy(pairs, losing(16)), 1.0, cfg)
+    assert d.queries == pairs.looks[-1] and d.directions["text_to_image"].delta == pytest.approx(-1.0)
+    assert sequential_drift(ref, lazy(pairs, np.zeros(total)), 1.0, cfg).verdict == "beyond"

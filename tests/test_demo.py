@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from fbinfer.bench.config import DriftSetConfig
 from fbinfer.data.source import load_data
 from fbinfer.demo import DemoConfig, _same_data, _same_run, demo_models, look_at, run_demo
 from fbinfer.export.exporter import ExportConfig
@@ -16,7 +17,8 @@ from fbinfer.export.int8 import CalibrationConfig
 # the shared fixtures' catalogue and model (tests/conftest.py): the demo finds them in its workdir and reuses them
 TINY = DemoConfig(products=48, seed=3, teacher="fashionbert-tiny", steps=6, tia_warmup_steps=2, precision="fp32", batch_size=8,
                   export=ExportConfig(parity_queries=2, calibration=CalibrationConfig(batches=2, batch_size=16)),
-                  student_layers=1, distill_steps=4, timing_rounds=3, bench_backends=("ort-fused",), bench_seconds=0.1)
+                  student_layers=1, distill_steps=4, timing_rounds=3, bench_backends=("ort-fused",), bench_seconds=0.1,
+                  bench_drift_set=DriftSetConfig(queries=36, candidates=6, looks=(1.0,)))
 
 
 def test_demo_reuses_its_teacher_and_runs_every_later_stage(tmp_path, tiny_data, tiny_model):

@@ -1,10 +1,20 @@
-"""Drift of a backend against the reference on the eval candidate lists: Rank@K differences in
-points, top-1 agreement, Spearman's rho of candidate scores per query, |delta logit|."""
+"""Drift of a bench row against the reference on the drift set: per direction the Rank@1 change
+with its paired 95 % interval, top-1 agreement and ties; Spearman's rho of candidate scores per
+query; |delta logit|; and the bar's verdict, reached in looks so that a row stops being scored
+once the verdict is clear (``sequential_drift``)."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from fbinfer.bench.config import DriftSetConfig
+from fbinfer.bench.driftset import DriftPairs
+from fbinfer.bundle.io_spec import LOGIT
 from fbinfer.data.candidates import DIRECTIONS, SHORT
+from fbinfer.errors import FbinferError
+from fbinfer.evaluation.paired import BEYOND, WITHIN, Z95, PairedDelta, expected_hits, paired_delta, verdict
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -24,19 +34,76 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return (first + (counts - 1) / 2.0)[inverse]
 
 
-def drift(reference: dict, other: dict, ref_mats: dict[str, np.ndarray], mats: dict[str, np.ndarray]) -> dict[str, float]:
-    """``reference``/``other``: eval reports; ``*_mats``: per direction, (queries, candidates) scores."""
-    out: dict[str, float] = {}
-    for d in DIRECTIONS:
-        for k in ("rank1", "rank5", "rank10"):
-            out[f"d_{k}_{SHORT[d]}"] = round(other[d][k] - reference[d][k], 2)
-    agree, rho, diffs = [], [], []
-    for d in DIRECTIONS:
-        a, b = ref_mats[d], mats[d]
-        agree += list(a.argmax(1) == b.argmax(1))
-        rho += [spearman(x, y) for x, y in zip(a, b)]
-        diffs.append(np.abs(a - b).ravel())
-    dl = np.concatenate(diffs)
-    out.update(top1_agreement=round(float(np.mean(agree)), 4), spearman=round(float(np.mean(rho)), 5),
-               max_abs_dlogit=float(dl.max()), mean_abs_dlogit=float(dl.mean()))
-    return out
+def rank_report(mats: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Rank@1/5 per direction in percent, ties broken at random (expected hits)."""
+    return {d: {"rank1": round(100 * float(expected_hits(m, 1).mean()), 4), "rank5": round(100 * float(expected_hits(m, 5).mean()), 4),
+                "queries": int(m.shape[0]), "candidates": int(m.shape[1])} for d, m in mats.items()}
+
+
+@dataclass
+class RowDrift:
+    """What a row's numerics did to the ranking, and the bar's verdict on it."""
+
+    verdict: str  # within / beyond / undecided
+    bar: float
+    queries: int  # per direction, when the verdict was reached
+    directions: dict[str, PairedDelta]
+    spearman: float
+    max_abs_dlogit: float
+    mean_abs_dlogit: float
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "bar": self.bar, "queries": self.queries,
+                **{SHORT[d]: p.to_dict() for d, p in self.directions.items()},
+                "top1_agreement": round(float(np.mean([p.top1_agreement for p in self.directions.values()])), 4),
+                "spearman": round(self.spearman, 5), "max_abs_dlogit": self.max_abs_dlogit, "mean_abs_dlogit": self.mean_abs_dlogit}
+
+
+def drift(ref_mats: dict[str, np.ndarray], mats: dict[str, np.ndarray], bar: float, z: float = Z95) -> RowDrift:
+    """The drift of ``mats`` against ``ref_mats`` (per direction, (queries, candidates), truth first)."""
+    deltas = {d: paired_delta(ref_mats[d], mats[d], z) for d in DIRECTIONS}
+    rho = [spearman(x, y) for d in DIRECTIONS for x, y in zip(ref_mats[d], mats[d])]
+    dl = np.concatenate([np.abs(ref_mats[d] - mats[d]).ravel() for d in DIRECTIONS])
+    return RowDrift(verdict(list(deltas.values()), bar), bar, len(ref_mats[DIRECTIONS[0]]), deltas, float(np.mean(rho)),
+                    float(dl.max()), float(dl.mean()))
+
+
+class LazyScores:
+    """A runner's logits on the drift set's batches, scored only as far as a look needs."""
+
+    def __init__(self, infer: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], pairs: DriftPairs, name: str):
+        self.infer, self.pairs, self.name = infer, pairs, name
+        self.logits: list[np.ndarray] = []
+
+    def upto(self, look: int) -> np.ndarray:
+        for feeds in self.pairs.batches[len(self.logits):self.pairs.batches_at[look]]:
+            out = np.asarray(self.infer(feeds)[LOGIT], dtype=np.float64)
+            if not np.isfinite(out).all():
+                raise FbinferError(f"{self.name}: non-finite scores (NaN or inf); the model or graph is broken")
+            self.logits.append(out)
+        return np.concatenate(self.logits[:self.pairs.batches_at[look]])
+
+    @property
+    def pairs_scored(self) -> int:
+        return sum(len(x) for x in self.logits)
+
+
+def sequential_drift(reference: LazyScores, row: LazyScores, bar: float, cfg: DriftSetConfig) -> RowDrift:
+    """Score ``row`` (and the reference, as far as needed) look by look, and stop at the first
+    interim look that settles the verdict: *within* once every direction's 95 % interval lies inside
+    [-bar, bar] (an equivalence test, stricter than the last look's rule), *beyond* once some
+    direction's interval at ``cfg.interim_z`` lies outside it (Haybittle-Peto: the repeated looks
+    cost almost nothing of the 95 % level). The last look gives ``verdict``'s plain rule."""
+    pairs = row.pairs
+    for k, q in enumerate(pairs.looks):
+        ref, got = pairs.matrices(reference.upto(k), q), pairs.matrices(row.upto(k), q)
+        final = drift(ref, got, bar)
+        if k == len(pairs.looks) - 1:
+            return final
+        if all(-bar <= p.low and p.high <= bar for p in final.directions.values()):
+            final.verdict = WITHIN
+            return final
+        if drift(ref, got, bar, cfg.interim_z).verdict == BEYOND:
+            final.verdict = BEYOND
+            return final
+    raise FbinferError("the drift set has no looks")

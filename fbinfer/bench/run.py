@@ -1,12 +1,11 @@
 """``fbinfer bench``: speed and Rank@K drift of every backend and precision against torch fp32,
 fbinfer's paths beside the peers a user would run without fbinfer, all in one run.
 
-Per model, the reference (torch fp32 eager) is evaluated on the ``fbinfer eval`` candidate lists;
-every other row is evaluated on the same pairs (drift: Rank@K differences in points, top-1
-agreement, Spearman's rho per query, |delta logit|) and timed on the same real batches (pairs/s,
-latency p50/p95/p99, percent of the machine's peak measured in the same run). The summary puts
-fbinfer's fastest path whose Rank@1 stays within ``max_drift`` points of PyTorch in both
-directions beside the fastest peer, per batch size.
+Steps, per model (``bench``): open the rows' runners (``open_rows``); rank with each on the drift
+set against the reference, torch fp32 eager, look by look until the drift bar's verdict is clear
+(``measure_drift``; ``fbinfer.bench.drift``); time the rows in turns on the same real batches
+(``time_rows``: pairs/s, latency p50/p95/p99, percent of the machine's peak measured in the same
+run). Then ``summary`` puts fbinfer's fastest path *within* the bar beside the fastest peer.
 """
 from __future__ import annotations
 
@@ -15,89 +14,32 @@ import platform
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fbinfer.backends.base import Runner
 from fbinfer.backends.registry import backend as get_backend
 from fbinfer.backends.registry import open_runner
-from fbinfer.bench.drift import drift
+from fbinfer.bench.config import REFERENCE, VARIANTS, BenchConfig, Variant
+from fbinfer.bench.drift import LazyScores, RowDrift, rank_report, sequential_drift
+from fbinfer.bench.driftset import DriftPairs, drift_data
 from fbinfer.bench.flops import flops_per_pair
+from fbinfer.bench.machine import cpu_flags
+from fbinfer.bench.peers import PEER_GRAPHS
 from fbinfer.bundle import Bundle
 from fbinfer.bundle.io_spec import ATTENTION_MASK, batch_size, make_feeds
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource, load_data
 from fbinfer.errors import FbinferError
-from fbinfer.evaluation.evaluate import RunnerScorer, eval_pairs, report, score_matrices, score_pairs
+from fbinfer.evaluation.evaluate import eval_pairs
+from fbinfer.evaluation.paired import WITHIN
 from fbinfer.evaluation.timing import Timing, peak_flops, times_in_turns, timing
 from fbinfer.export.exporter import ExportConfig, default_bundle_dir, export_bundle, versions
-from fbinfer.export.graphs import export_plain
+from fbinfer.fileio import sha256
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
 from fbinfer.threads import torch_threads
-
-REFERENCE = "torch-fp32"
-PLAIN = "plain"  # the graph a user would export without fbinfer: FashionBert.forward traced as it is
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One bench row: a backend at a precision, with runner options."""
-
-    key: str  # what --backends names
-    backend: str  # a registry name
-    precision: str
-    variant: str  # what it is, for people
-    peer: bool = False  # what a user runs without fbinfer
-    timed: bool = True  # False: numerics only (a TensorRT graph run through ONNX Runtime on the CPU)
-    graph: tuple[str, str] | str | None = None  # (target, precision) of a bundle graph, or PLAIN
-    options: tuple[tuple[str, Any], ...] = ()
-
-
-VARIANTS = (
-    Variant(REFERENCE, "torch", "fp32", "eager", peer=True),
-    Variant("torch-bf16", "torch", "bf16", "eager"),
-    Variant("torch-fp16", "torch", "fp16", "eager (CUDA only)"),
-    Variant("torch-compile", "torch", "fp32", "torch.compile", peer=True, options=(("compile", True),)),
-    Variant("torch-int8-dynamic", "torch", "int8", "quantize_dynamic on Linear", peer=True),
-    Variant("ort-plain", "onnxruntime", "fp32", "plain export", peer=True, graph=PLAIN),
-    Variant("ort-fused", "onnxruntime", "fp32", "fused"),
-    Variant("ort-int8", "onnxruntime", "int8", "cpu int8"),
-    Variant("ov-default", "openvino", "fp32", "plain export, OpenVINO's defaults", peer=True, graph=PLAIN,
-            options=(("hints", {}), ("streams", 1))),
-    Variant("ov-fp32", "openvino", "fp32", "f32 hint"),
-    Variant("ov-bf16", "openvino", "bf16", "bf16 hint"),
-    Variant("ov-int8", "openvino", "int8", "Q/DQ graph, f32 elsewhere"),
-    Variant("ov-int8-bf16", "openvino", "int8", "Q/DQ graph, bf16 elsewhere", options=(("hints", {"INFERENCE_PRECISION_HINT": "bf16"}),)),
-    Variant("trt-fp16-graph", "onnxruntime", "fp16", "numerics only", timed=False),
-    Variant("trt-int8-graph", "onnxruntime", "int8", "numerics only", timed=False, graph=("tensorrt", "int8")),
-    Variant("tensorrt-fp16", "tensorrt", "fp16", "engine"),
-    Variant("tensorrt-int8", "tensorrt", "int8", "engine"),
-)
-KEYS = tuple(v.key for v in VARIANTS)
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    batches: tuple[int, ...] = (1, 8, 64, 256)
-    backends: tuple[str, ...] | None = None  # None: everything available here
-    queries: int | None = None  # per direction; None: all (at most 1,000), as fbinfer eval
-    min_seconds: float = 3.0
-    min_iters: int = 10
-    max_drift: float = 1.0  # points of Rank@1, both directions: the summary's bar for fbinfer's paths
-
-    def validate(self) -> BenchConfig:
-        for b in self.batches:
-            if b < 1:
-                raise FbinferError(f"--batch: batch sizes must be >= 1, got {b}")
-        for k in self.backends or ():
-            if k not in KEYS:
-                raise FbinferError(f"--backends: unknown backend {k!r} (choose from {', '.join(KEYS)})")
-        if self.queries is not None and self.queries < 1:
-            raise FbinferError(f"--queries: must be positive, got {self.queries}")
-        return self
 
 
 @dataclass
@@ -106,20 +48,60 @@ class ModelBench:
     bundle: Bundle
     data: DataSource
     ck: Checkpoint = field(repr=False)
+    exported: str | None = None  # why the bench exported the bundle itself, if it did
+
+
+@dataclass
+class Row:
+    """One bench row of one model: what ran, its drift (None for the reference) and, per batch
+    size, its speed (``Speed``)."""
+
+    model: str
+    key: str
+    backend: str
+    precision: str
+    variant: str
+    peer: bool
+    settings: dict
+    rank: dict
+    drift: RowDrift | None = None
+    drift_seconds: float = 0.0
+
+    def to_dict(self, speed: Speed | None = None) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "drift"}
+        if self.drift is not None:
+            out["drift"] = self.drift.to_dict()
+        return {**out, "batch": None, **(asdict(speed) if speed else {})}
+
+
+@dataclass
+class Speed:
+    batch: int
+    pairs_per_s: float
+    latency_ms: dict[str, float]
+    iterations: int
+    threads: int
+    pct_of_peak: float
+    peak_precision: str
 
 
 def resolve(model: Path, data: Path | None) -> ModelBench:
-    """A checkpoint (exported on the fly into MODEL.bundle, reused later) or a bundle folder."""
+    """A bundle folder, or a checkpoint exported into MODEL.bundle: made when missing, made anew
+    when the folder was exported from other checkpoint bytes (its manifest's sha256 differs)."""
     if model.is_dir():
         bundle = Bundle.open(model)
         ck = bundle.load_source()
-    else:
-        ck = load_checkpoint(model)
-        folder = default_bundle_dir(model)
-        if not folder.is_dir():
-            export_bundle(model, load_data(ck.training_data(data)), folder, ExportConfig(parity_queries=4))
-        bundle = Bundle.open(folder)
-    return ModelBench(ck.path.stem, bundle, load_data(ck.training_data(data)), ck)
+        return ModelBench(ck.path.stem, bundle, load_data(ck.training_data(data)), ck)
+    ck = load_checkpoint(model)
+    folder, why = default_bundle_dir(model), None
+    if not folder.is_dir():
+        why = f"exported {model} into {folder} (no bundle there yet)"
+    elif Bundle.open(folder).manifest["source"]["sha256"] != sha256(model):
+        why = f"exported {model} into {folder} anew: the bundle there came from other checkpoint bytes"
+    source = load_data(ck.training_data(data))
+    if why:
+        export_bundle(model, source, folder, ExportConfig(parity_queries=4), force=True)
+    return ModelBench(ck.path.stem, Bundle.open(folder), source, ck, why)
 
 
 def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
@@ -129,8 +111,8 @@ def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
     if why:
         return None, why
     options = dict(v.options)
-    if v.graph == PLAIN:
-        options["graph"] = plain_graph(mb)
+    if isinstance(v.graph, str):
+        options["graph"] = PEER_GRAPHS[v.graph](mb)
     elif v.graph:
         if not mb.bundle.has_graph(*v.graph):
             return None, f"the bundle has no {'.'.join(v.graph)} graph (re-export with that precision)"
@@ -141,15 +123,6 @@ def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
         return open_runner(v.backend, mb.ck if v.backend == "torch" else mb.bundle, v.precision, **options).activate(), ""
     except FbinferError as e:
         return None, str(e)
-
-
-def plain_graph(mb: ModelBench) -> Path:
-    """The naive export, made once beside the bundle's graphs (bench/plain.fp32.onnx)."""
-    path = mb.bundle.folder / "bench" / f"{PLAIN}.fp32.onnx"
-    if not path.is_file():
-        path.parent.mkdir(exist_ok=True)
-        export_plain(mb.ck.model, path, mb.bundle.max_batch)
-    return path
 
 
 def timing_feeds(mb: ModelBench, store: FeatureStore, pairs: list[tuple[int, int]], batch: int) -> dict[str, np.ndarray]:
@@ -181,72 +154,114 @@ def effective_precision(v: Variant, settings: dict[str, str]) -> str:
     return {"bf16": "bf16", "f32": "fp32", "f16": "fp16"}.get(chosen, v.precision) if v.precision != "int8" else v.precision
 
 
+def open_rows(mb: ModelBench, bc: BenchConfig, skipped: dict[str, str]) -> list[tuple[Variant, Runner]]:
+    """Every selected row that runs here, the reference first; the others go to ``skipped``."""
+    out = []
+    for v in VARIANTS:
+        if bc.backends is not None and v.key not in bc.backends and v.key != REFERENCE:
+            continue
+        runner, why = runner_for(v, mb)
+        if runner is None:
+            skipped[f"{mb.name}/{v.key}"] = why
+        else:
+            out.append((v, runner))
+    return out
+
+
+def measure_drift(mb: ModelBench, opened: list[tuple[Variant, Runner]], bc: BenchConfig,
+                  progress: Callable[[str], None]) -> tuple[list[Row], DriftPairs]:
+    """Each row ranked on the drift set against the reference, look by look, with a line per row
+    and an estimate of the time left."""
+    dset = drift_data(mb.data, bc.drift_set)
+    store = FeatureStore(dset, mb.ck.config).ensure(dset.test)
+    pairs = DriftPairs.build(dset, store, mb.ck.tokenizer(), bc.drift_set)
+    progress(f"{mb.name}: drift set {pairs.describe()['queries_per_direction']} queries per direction x "
+             f"{pairs.describe()['candidates']} candidates ({dset.path}); looks at {pairs.looks} queries")
+    reference = LazyScores(opened[0][1].infer, pairs, f"{mb.name} on {REFERENCE}")
+    rows, began = [], time.perf_counter()
+    for n, (v, runner) in enumerate(opened):
+        start = time.perf_counter()
+        scores = reference if v.key == REFERENCE else LazyScores(runner.infer, pairs, f"{mb.name} on {v.key}")
+        d = None if v.key == REFERENCE else sequential_drift(reference, scores, bc.max_drift, bc.drift_set)
+        queries = d.queries if d else pairs.looks[0]
+        flat = scores.upto(pairs.looks.index(queries))
+        settings = runner.describe()
+        rows.append(Row(mb.name, v.key, v.backend, effective_precision(v, settings), v.variant, v.peer, settings,
+                        rank_report(pairs.matrices(flat, queries)), d, round(time.perf_counter() - start, 2)))
+        left = (time.perf_counter() - began) / (n + 1) * (len(opened) - n - 1)
+        progress(f"{mb.name}: {v.key}: " + (_said(d) if d else "reference") + f" ({rows[-1].drift_seconds:.0f} s; "
+                 f"about {left / 60:.1f} min of drift left for this model)")
+    ref = next(r for r in rows if r.key == REFERENCE)
+    ref.rank = rank_report(pairs.matrices(reference.upto(len(pairs.looks) - 1), pairs.looks[-1]))
+    return rows, pairs
+
+
+def _said(d: RowDrift) -> str:
+    parts = [f"{k} {p.delta:+.2f} [{p.low:+.2f}, {p.high:+.2f}]" for k, p in zip(("i2t", "t2i"), d.directions.values())]
+    return f"{d.verdict} at {d.queries} queries ({', '.join(parts)} points of Rank@1)"
+
+
 def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Callable[[str], None] = print) -> dict:
-    """Every row of every model: drift on the eval candidate lists, then speed, the rows of one
-    model timed in turns on the same batches (``time_rows``)."""
+    """Every row of every model: drift on the drift set, then speed, the rows of one model timed
+    in turns on the same batches (``time_rows``)."""
     import torch
 
     bc = bc.validate()
     torch_threads()
     machine = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "processor": platform.processor(),
-               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "versions": versions()}
+               "cpu": cpu_flags(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+               "versions": versions()}
     progress("measuring the machine's peak (one large matmul per precision)")
     machine["peak_flops"] = peaks()
-    results, skipped = [], {}
+    results, skipped, drift_sets, exported = [], {}, {}, {}
     for model in models:
         mb = resolve(model, data)
+        if mb.exported:
+            progress(mb.exported)
+            exported[mb.name] = mb.exported
         too_big = [b for b in bc.batches if b > mb.bundle.max_batch]
         if too_big:
             raise FbinferError(f"--batch {too_big[0]}: above the bundle's max batch {mb.bundle.max_batch} ({mb.bundle.folder})")
-        store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test)
-        pairs = eval_pairs(mb.data, bc.queries)
-        every_pair = eval_pairs(mb.data)
-        ref_report = ref_mats = None
-        rows: dict[str, dict] = {}
-        timed: dict[str, Runner] = {}
-        for v in VARIANTS:
-            if bc.backends is not None and v.key not in bc.backends and v.key != REFERENCE:
-                continue
-            runner, why = runner_for(v, mb)
-            if runner is None:
-                skipped[f"{mb.name}/{v.key}"] = why
-                continue
-            progress(f"{mb.name}: {v.key}")
-            scores = score_pairs(RunnerScorer(runner, mb.ck.tokenizer(), store), mb.data, pairs, desc=f"{v.key}: eval pairs")
-            rep, mats = report(mb.data, scores, bc.queries), score_matrices(mb.data, scores, bc.queries)
-            if not np.isfinite(np.concatenate(list(mats.values()))).all():
-                raise FbinferError(f"{mb.name} on {v.key}: non-finite scores (NaN or inf); the model or graph is broken")
-            if v.key == REFERENCE:
-                ref_report, ref_mats = rep, mats
-            settings = runner.describe()
-            rows[v.key] = {"model": mb.name, "backend": v.backend, "precision": effective_precision(v, settings),
-                           "variant": v.variant, "key": v.key, "peer": v.peer, "settings": settings, "rank": rep}
-            if v.key != REFERENCE:
-                rows[v.key]["drift"] = drift(ref_report, rep, ref_mats, mats)
-            if v.timed:
-                timed[v.key] = runner
-            else:
+        opened = open_rows(mb, bc, skipped)
+        try:
+            rows, pairs = measure_drift(mb, opened, bc, progress)
+            drift_sets[mb.name] = pairs.describe()
+            timed = {v.key: r for v, r in opened if v.timed}
+            for v, runner in opened:
+                if not v.timed:
+                    results.append(next(r for r in rows if r.key == v.key).to_dict())
+            results += [row.to_dict(speed) for row, speed in time_model(mb, rows, timed, bc, machine, progress)]
+        finally:
+            for _, runner in opened:
                 runner.deactivate()
-                results.append({**rows[v.key], "batch": None})
-        for b in bc.batches:
-            feeds = timing_feeds(mb, store, every_pair, b)
-            text_len = float(feeds[ATTENTION_MASK].sum(1).mean())
-            for key, t in time_rows(timed, feeds, bc, f"{mb.name}: batch {b}, rows in turns").items():
-                precision = rows[key]["precision"]
-                peak_key = precision if precision in machine["peak_flops"] else "fp32"
-                results.append({**rows[key], "batch": b, "pairs_per_s": round(t.pairs_per_s, 2), "latency_ms": t.latency(),
-                                "iterations": t.iterations, "threads": torch.get_num_threads(),
-                                "pct_of_peak": round(100 * flops_per_pair(mb.ck.config, round(text_len)) * t.pairs_per_s
-                                                     / machine["peak_flops"][peak_key], 2),
-                                "peak_precision": peak_key})
-        for runner in timed.values():
-            runner.deactivate()
     order, names = {v.key: i for i, v in enumerate(VARIANTS)}, list(dict.fromkeys(r["model"] for r in results))
     results.sort(key=lambda r: (names.index(r["model"]), order[r["key"]], r["batch"] or 0))  # rows by model, row, batch
     machine["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return {"machine": machine, "config": {"batches": list(bc.batches), "queries": bc.queries, "min_seconds": bc.min_seconds,
-                                           "max_drift": bc.max_drift, "timing": "rows of a model in turns, per batch size"},
-            "results": results, "skipped": skipped, "summary": summary(results, bc.max_drift)}
+    return {"machine": machine, "config": {"batches": list(bc.batches), "min_seconds": bc.min_seconds, "max_drift": bc.max_drift,
+                                           "drift_set": asdict(bc.drift_set), "timing": "rows of a model in turns, per batch size"},
+            "drift_sets": drift_sets, "exported": exported, "results": results, "skipped": skipped,
+            "summary": summary(results, bc.max_drift)}
+
+
+def time_model(mb: ModelBench, rows: list[Row], timed: dict[str, Runner], bc: BenchConfig, machine: dict,
+               progress: Callable[[str], None]) -> list[tuple[Row, Speed]]:
+    """The timed rows of one model at every batch size, in turns."""
+    import torch
+
+    store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test)
+    every_pair = eval_pairs(mb.data)
+    by_key, out = {r.key: r for r in rows}, []
+    for b in bc.batches:
+        progress(f"{mb.name}: timing {len(timed)} rows at batch {b}, in turns (at least {bc.min_seconds:g} s for the slowest)")
+        feeds = timing_feeds(mb, store, every_pair, b)
+        text_len = float(feeds[ATTENTION_MASK].sum(1).mean())
+        for key, t in time_rows(timed, feeds, bc, f"{mb.name}: batch {b}, rows in turns").items():
+            precision = by_key[key].precision
+            peak_key = precision if precision in machine["peak_flops"] else "fp32"
+            pct = 100 * flops_per_pair(mb.ck.config, round(text_len)) * t.pairs_per_s / machine["peak_flops"][peak_key]
+            out.append((by_key[key], Speed(b, round(t.pairs_per_s, 2), t.latency(), t.iterations, torch.get_num_threads(),
+                                           round(pct, 2), peak_key)))
+    return out
 
 
 def time_rows(runners: dict[str, Runner], feeds: dict[str, np.ndarray], bc: BenchConfig, desc: str) -> dict[str, Timing]:
@@ -263,22 +278,29 @@ def time_rows(runners: dict[str, Runner], feeds: dict[str, np.ndarray], bc: Benc
     return {key: timing(t, batch_size(feeds)) for key, t in zip(runners, times)}
 
 
+def _peer_line(r: dict) -> dict:
+    d = r.get("drift")
+    return {"key": r["key"], "pairs_per_s": r["pairs_per_s"], "verdict": d["verdict"] if d else "reference",
+            "d_rank1": [[d[k]["delta"], d[k]["low"], d[k]["high"]] for k in ("i2t", "t2i")] if d else None}
+
+
 def summary(results: list[dict], max_drift: float) -> list[dict]:
-    """Per model and batch: fbinfer's fastest row whose Rank@1 moved at most ``max_drift`` points in
-    both directions, against the fastest peer row, and their ratio."""
+    """Per model and batch: fbinfer's fastest row whose verdict is *within* the bar, against the
+    fastest peer at any drift (with that peer's drift shown), their ratio, and the fbinfer rows
+    faster than the chosen one with their verdicts (beyond, or undecided: not proven within)."""
     out = []
     timed = [r for r in results if r["batch"] is not None]
     for model, batch in sorted({(r["model"], r["batch"]) for r in timed}, key=lambda x: (x[0], x[1])):
         rows = [r for r in timed if r["model"] == model and r["batch"] == batch]
-        ours = [r for r in rows if not r["peer"] and "drift" in r
-                and max(abs(r["drift"]["d_rank1_i2t"]), abs(r["drift"]["d_rank1_t2i"])) <= max_drift]
+        ours = [r for r in rows if not r["peer"] and r.get("drift") and r["drift"]["verdict"] == WITHIN]
         peers = [r for r in rows if r["peer"]]
         if not ours or not peers:
             continue
         best, peer = max(ours, key=lambda r: r["pairs_per_s"]), max(peers, key=lambda r: r["pairs_per_s"])
-        out.append({"model": model, "batch": batch, "best": best["key"], "best_pairs_per_s": best["pairs_per_s"],
-                    "best_latency_p50_ms": best["latency_ms"]["p50"],
-                    "best_d_rank1": [best["drift"]["d_rank1_i2t"], best["drift"]["d_rank1_t2i"]],
-                    "best_peer": peer["key"], "peer_pairs_per_s": peer["pairs_per_s"],
-                    "ratio": round(best["pairs_per_s"] / peer["pairs_per_s"], 3)})
+        faster = [_peer_line(r) for r in rows if not r["peer"] and r.get("drift") and r["pairs_per_s"] > best["pairs_per_s"]]
+        out.append({"model": model, "batch": batch, "max_drift": max_drift, "best": best["key"],
+                    "best_pairs_per_s": best["pairs_per_s"], "best_latency_p50_ms": best["latency_ms"]["p50"],
+                    "best_d_rank1": _peer_line(best)["d_rank1"], "best_peer": peer["key"], "peer_pairs_per_s": peer["pairs_per_s"],
+                    "peer_verdict": _peer_line(peer)["verdict"], "peer_d_rank1": _peer_line(peer)["d_rank1"],
+                    "ratio": round(best["pairs_per_s"] / peer["pairs_per_s"], 3), "faster_not_within": faster})
     return out

@@ -27,6 +27,8 @@ class SynthConfig:
     p_color: float = 0.85
     p_pattern: float = 0.7
     p_attribute: float = 0.7
+    eval_queries: int = 1000  # the saved Rank@K lists: queries per direction ...
+    eval_negatives: int = 100  # ... and negatives per query
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def synthesize(out: Path, cfg: SynthConfig, force: bool = False) -> dict[str, in
                 splits["test" if i in test_ids else "train"].append(Item(rel, text, p.category, p.subcategory, p.product_id))
         for name, items in splits.items():
             write_jsonl(tmp / f"{name}.jsonl", items)
-        write_json(tmp / "eval_candidates.json", build_candidates(splits["test"], seed=cfg.seed).to_dict())
+        write_json(tmp / "eval_candidates.json", build_candidates(splits["test"], cfg.eval_queries, cfg.eval_negatives, seed=cfg.seed).to_dict())
         write_json(tmp / "synth.json", {"config": cfg.__dict__, "products": {p.product_id: {
             "category": p.category, "subcategory": p.subcategory, "color": p.color, "pattern": p.pattern, **p.attributes,
             "named": named[p.product_id]}

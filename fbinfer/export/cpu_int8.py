@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 from tqdm import tqdm
 
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
+from fbinfer.export.graphs import ROOT, quiet
 from fbinfer.export.int8 import WeightOp, probe_session, weight_ops
 
 METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -91,8 +92,9 @@ def quantize_dynamic_int8(fused_fp32: Path, out: Path, exclude: tuple[str, ...])
     (MatMulInteger); returns the MatMuls left in float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fused_fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     per_channel=True, nodes_to_exclude=excluded_nodes(fused_fp32, exclude))
+    with quiet(ROOT):  # its "consider pre-processing" advice: the fused graph is already shape-inferred and optimized
+        quantize_dynamic(str(fused_fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         per_channel=True, nodes_to_exclude=excluded_nodes(fused_fp32, exclude))
     return float_matmuls(out)
 
 
@@ -109,9 +111,10 @@ def quantize_qdq_u8s8(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]],
         def get_next(self):
             return next(self.it, None)
 
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-                    calibrate_method=getattr(CalibrationMethod, METHODS[method]), nodes_to_exclude=excluded_nodes(fp32, exclude))
+    with quiet(ROOT):  # as above
+        quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                        calibrate_method=getattr(CalibrationMethod, METHODS[method]), nodes_to_exclude=excluded_nodes(fp32, exclude))
     return float_matmuls(out)
 
 

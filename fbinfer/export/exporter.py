@@ -111,7 +111,8 @@ class _Export:
         self.bundle, self.parity, self.reference, self.ec = bundle, parity, reference, ec
 
     def compare(self, runner: Runner, label: str) -> dict:
-        return compare(self.reference, self.parity.logits(runner, f"parity: {label}"), self.parity.queries)
+        return compare(self.reference, self.parity.logits(runner, f"parity: {label}"), self.parity.queries,
+                       directions=self.parity.directions)
 
     def check(self, key: str, backend: str, precision: str, runner: Runner, **notes) -> dict:
         """One parity row; an FP32 run off by more than the tolerance fails the export."""
@@ -215,7 +216,8 @@ def _extractor(job: _Export, data: DataSource, fp16: bool, openvino_here: bool, 
         matcher = bundle.graph_path("onnxruntime" if bundle.has_graph("onnxruntime", "fp32") else "tensorrt", "fp32")
         logits = job.parity.with_patches({it.image: f for it, f in zip(unique, feats)}).logits(OnnxRuntimeRunner(matcher),
                                                                                                 "parity: extractor end to end")
-        entry["end_to_end"] = {"matcher": matcher.name, **compare(job.reference, logits, job.parity.queries)}
+        entry["end_to_end"] = {"matcher": matcher.name, **compare(job.reference, logits, job.parity.queries,
+                                                                  directions=job.parity.directions)}
     bundle.manifest["extractor"] = entry
 
 

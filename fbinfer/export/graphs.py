@@ -159,6 +159,9 @@ def head_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in nodes[last + 1:]]
 
 
+ROOT = ""  # the root logger: ONNX Runtime's quantization tools log there
+
+
 class quiet:
     """Silence chatty loggers of the exporter stack for one block."""
 

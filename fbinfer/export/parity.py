@@ -13,25 +13,27 @@ from tqdm import tqdm
 
 from fbinfer.backends.base import Runner
 from fbinfer.bundle.io_spec import LOGIT, PATCHES, make_feeds
-from fbinfer.data.candidates import DIRECTIONS
+from fbinfer.data.candidates import DIRECTIONS, SHORT
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource, load_data
+from fbinfer.evaluation.paired import paired_delta
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
 
 
 @dataclass
 class ParitySet:
-    """Feeds in batches, for each query the slice of the flat logit vector holding its candidates,
-    and each pair's image item (in that flat order)."""
+    """Feeds in batches, for each query the slice of the flat logit vector holding its candidates
+    and its direction, and each pair's image item (in that flat order)."""
     batches: list[dict[str, np.ndarray]]
     queries: list[slice]
     images: list[Item]
+    directions: list[str]
 
     @classmethod
     def from_data(cls, data: DataSource, store: FeatureStore, tokenizer, queries: int, batch_size: int = 64) -> ParitySet:
         """``store`` must already hold the test split's features (``ensure``d by the caller)."""
-        texts, images, spans = [], [], []
+        texts, images, spans, directions = [], [], [], []
         for d in DIRECTIONS:
             for q in data.candidates.direction(d, queries):
                 start = len(texts)
@@ -39,9 +41,10 @@ class ParitySet:
                     t, i = (q.query, c) if d == "text_to_image" else (c, q.query)
                     texts.append(data.test[t]), images.append(data.test[i])
                 spans.append(slice(start, len(texts)))
+                directions.append(d)
         batches = [make_feeds(tokenizer, store.get(images[b:b + batch_size]).numpy(), [x.text for x in texts[b:b + batch_size]])
                    for b in range(0, len(texts), batch_size)]
-        return cls(batches, spans, images)
+        return cls(batches, spans, images, directions)
 
     def with_patches(self, features: dict[str, np.ndarray]) -> ParitySet:
         """The same pairs with each image's patches taken from ``features`` (image -> (P, D)): the
@@ -51,7 +54,7 @@ class ParitySet:
             n = len(b[PATCHES])
             batches.append({**b, PATCHES: np.stack([features[it.image] for it in self.images[start:start + n]]).astype(np.float32)})
             start += n
-        return ParitySet(batches, self.queries, self.images)
+        return ParitySet(batches, self.queries, self.images, self.directions)
 
     def logits(self, runner: Runner, desc: str) -> np.ndarray:
         with runner:
@@ -66,9 +69,12 @@ def held_out(model: Path, data_path: Path, queries: int) -> tuple[Checkpoint, Da
     return ck, data, store, ParitySet.from_data(data, store, ck.tokenizer(), queries)
 
 
-def compare(reference: np.ndarray, other: np.ndarray, queries: list[slice], k: int = 5) -> dict[str, float]:
-    """max/mean |delta logit|, the same relative to the reference's spread, and how often each query
-    keeps PyTorch's top-1 candidate and its top-k set.
+def compare(reference: np.ndarray, other: np.ndarray, queries: list[slice], k: int = 5,
+            directions: list[str] | None = None) -> dict:
+    """max/mean |delta logit|, the same relative to the reference's spread, how often each query
+    keeps PyTorch's top-1 candidate and its top-k set, and with ``directions`` (one per query) the
+    Rank@1 change per direction with its paired 95 % interval (``fbinfer.evaluation.paired``): on a
+    few parity queries that interval is wide, and says so; ``fbinfer bench`` measures on enough.
 
     The spread is the mean over queries of the std of their candidates' reference logits: a
     difference is only small against the gaps it could reorder, and a model whose scores are
@@ -82,4 +88,14 @@ def compare(reference: np.ndarray, other: np.ndarray, queries: list[slice], k: i
             "logit_spread": spread, "max_rel_logit_diff": float(diff.max() / spread) if spread > 0 else float("inf"),
             "rank1_agreement": float(np.mean(agree)) if agree else float("nan"),
             f"top{k}_agreement": float(np.mean(top)) if top else float("nan"), "pairs": int(diff.size),
-            "queries": len(queries)}
+            "queries": len(queries), **_rank1_change(ref, got, queries, directions or [])}
+
+
+def _rank1_change(ref: np.ndarray, got: np.ndarray, queries: list[slice], directions: list[str]) -> dict:
+    """Per direction, {delta, low, high, ...} of Rank@1 (truth first in each query's candidates)."""
+    out = {}
+    for d in dict.fromkeys(directions):
+        spans = [s for s, x in zip(queries, directions) if x == d]
+        if len({s.stop - s.start for s in spans}) == 1:
+            out[SHORT[d]] = paired_delta(np.stack([ref[s] for s in spans]), np.stack([got[s] for s in spans])).to_dict()
+    return out
