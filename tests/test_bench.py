@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli, run_cli_here
 
 from fbinfer.bench.config import BenchConfig, DriftSetConfig
 from fbinfer.bench.drift import drift, spearman
@@ -182,6 +182,14 @@ def test_bench_bad_input(tiny_bundle, tiny_data, tmp_path):
     assert_one_line_error(r, "must be >= 1")
     r = run_cli("bench", env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert_one_line_error(r, "run `fbinfer demo` first")
+    for bad, message in ((DriftSetConfig(queries=1), "--drift-queries: must be at least 2"),
+                         (DriftSetConfig(candidates=1), "--drift-candidates: must be at least 2"),
+                         (DriftSetConfig(looks=(0.5, 0.9)), "must rise from above 0 to 1.0")):
+        with pytest.raises(FbinferError, match=message):
+            BenchConfig(drift_set=bad).validate()
+    with pytest.raises(FbinferError, match="--max-drift: must be positive"):
+        BenchConfig(max_drift=0).validate()
+    assert_one_line_error(run_cli_here("bench", str(tiny_bundle), "--drift-candidates", "1"), "--drift-candidates: must be at least 2")
 
 
 def planted_pairs(galleries: int = 100, size: int = 16, seed: int = 0):

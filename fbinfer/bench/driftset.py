@@ -15,8 +15,9 @@ on one row or column of the gallery's scores. docs/bench.md says what lists of 1
 the eval's 101 cost in sensitivity (benchmarks/drift_set_size.py).
 
 For a synthetic data folder (it has ``synth.json``) the products come from a held-out catalogue
-drawn by the same generator with another seed (products no model trained on), made once in
-``DATA/.fbinfer/drift-PxG/``; for other data, from the test split, as many as it has.
+drawn by the same generator with seed 1 (2 where the catalogue itself was drawn with 1): products
+no model trained on, made once in ``DATA/.fbinfer/drift-PxG/``. For other data they come from
+the test split, as many as it has.
 """
 from __future__ import annotations
 
@@ -49,9 +50,8 @@ def drift_data(data: DataSource, cfg: DriftSetConfig) -> DataSource:
         from fbinfer.data.synth import SynthConfig, synthesize
 
         base = SynthConfig(**read_json(synth)["config"])
-        if cfg.seed == base.seed:
-            raise FbinferError(f"drift set seed {cfg.seed}: is the seed of {data.path}'s own catalogue; it would not be held out")
-        synthesize(folder, replace(base, products=products, views=1, test_fraction=1.0, seed=cfg.seed, eval_queries=2,
+        seed = cfg.seed + (cfg.seed == base.seed)  # never the catalogue's own draw
+        synthesize(folder, replace(base, products=products, views=1, test_fraction=1.0, seed=seed, eval_queries=2,
                                    eval_negatives=1), force=True)
     test, _ = read_jsonl(folder / "test.jsonl")  # every product is a query: the catalogue has no training split
     return DataSource(folder, [], test)

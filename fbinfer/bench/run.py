@@ -172,6 +172,8 @@ def measure_drift(mb: ModelBench, opened: list[tuple[Variant, Runner]], bc: Benc
                   progress: Callable[[str], None]) -> tuple[list[Row], DriftPairs]:
     """Each row ranked on the drift set against the reference, look by look, with a line per row
     and an estimate of the time left."""
+    if not opened or opened[0][0].key != REFERENCE:
+        raise FbinferError(f"{mb.name}: the reference {REFERENCE} does not run here, so no row's drift can be measured")
     dset = drift_data(mb.data, bc.drift_set)
     store = FeatureStore(dset, mb.ck.config).ensure(dset.test)
     pairs = DriftPairs.build(dset, store, mb.ck.tokenizer(), bc.drift_set)
