@@ -73,6 +73,7 @@ def test_bench_json_schema(tiny_bench):
     r = tiny_bench
     assert {"cpu_threads", "platform", "peak_flops", "versions", "cpu"} <= set(r["machine"])
     assert r["drift_sets"]["tiny"]["queries_per_direction"] == 60 and r["drift_sets"]["tiny"]["candidates"] == 6
+    assert len(r["models"]["tiny"]["checkpoint_sha256"]) == 64
     keys = {(x["key"], x["batch"]) for x in r["results"]}
     timed = ("torch-fp32", "ort-fused", "ort-int8", "ov-default", "ov-int8", "torch-int8-dynamic", "ort-plain-dynamic-int8",
              "ov-plain-nncf-int8")

@@ -127,6 +127,8 @@ def write_report(result: dict, folder: Path) -> list[Path]:
     lines = ["# fbinfer bench", "",
              (f"Machine: {m['platform']}, {m['cpu_threads']} threads, CPU {m['cpu']['model']} ({' '.join(m['cpu']['flags'])}), "
              f"GPU: {m['gpu'] or 'none'}."), ""]
+    lines += [f"Model {name}: {m['checkpoint']} (sha256 {m['checkpoint_sha256']}), bundle {m['bundle']}."
+              for name, m in result.get("models", {}).items()]
     lines += [f"Drift set of {name}: {d['queries_per_direction']} queries per direction x {d['candidates']} candidates "
               f"({d['data']}); looks at {d['looks']} queries." for name, d in result["drift_sets"].items()]
     lines += ["", ("| model | backend | precision | variant | peer | batch | pairs/s | p50 ms | p95 ms | p99 ms | % of peak | R@1 i2t | "

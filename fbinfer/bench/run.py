@@ -215,9 +215,11 @@ def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Call
                "versions": versions()}
     progress("measuring the machine's peak (one large matmul per precision)")
     machine["peak_flops"] = peaks()
-    results, skipped, drift_sets, exported = [], {}, {}, {}
+    results, skipped, drift_sets, exported, sources = [], {}, {}, {}, {}
     for model in models:
         mb = resolve(model, data)
+        sources[mb.name] = {"bundle": str(mb.bundle.folder), "checkpoint": mb.bundle.manifest["source"]["checkpoint"],
+                            "checkpoint_sha256": mb.bundle.manifest["source"]["sha256"]}
         if mb.exported:
             progress(mb.exported)
             exported[mb.name] = mb.exported
@@ -241,7 +243,7 @@ def bench(models: list[Path], data: Path | None, bc: BenchConfig, progress: Call
     machine["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return {"machine": machine, "config": {"batches": list(bc.batches), "min_seconds": bc.min_seconds, "max_drift": bc.max_drift,
                                            "drift_set": asdict(bc.drift_set), "timing": "rows of a model in turns, per batch size"},
-            "drift_sets": drift_sets, "exported": exported, "results": results, "skipped": skipped,
+            "models": sources, "drift_sets": drift_sets, "exported": exported, "results": results, "skipped": skipped,
             "summary": summary(results, bc.max_drift)}
 
 
