@@ -14,7 +14,7 @@ from fbinfer.bench.driftset import DriftPairs
 from fbinfer.bundle.io_spec import LOGIT
 from fbinfer.data.candidates import DIRECTIONS, SHORT
 from fbinfer.errors import FbinferError
-from fbinfer.evaluation.paired import BEYOND, WITHIN, Z95, PairedDelta, expected_hits, paired_delta, verdict
+from fbinfer.evaluation.paired import BEYOND, WITHIN, PairedDelta, expected_hits, paired_delta, verdict
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -59,9 +59,9 @@ class RowDrift:
                 "spearman": round(self.spearman, 5), "max_abs_dlogit": self.max_abs_dlogit, "mean_abs_dlogit": self.mean_abs_dlogit}
 
 
-def drift(ref_mats: dict[str, np.ndarray], mats: dict[str, np.ndarray], bar: float, z: float = Z95) -> RowDrift:
+def drift(ref_mats: dict[str, np.ndarray], mats: dict[str, np.ndarray], bar: float) -> RowDrift:
     """The drift of ``mats`` against ``ref_mats`` (per direction, (queries, candidates), truth first)."""
-    deltas = {d: paired_delta(ref_mats[d], mats[d], z) for d in DIRECTIONS}
+    deltas = {d: paired_delta(ref_mats[d], mats[d]) for d in DIRECTIONS}
     rho = [spearman(x, y) for d in DIRECTIONS for x, y in zip(ref_mats[d], mats[d])]
     dl = np.concatenate([np.abs(ref_mats[d] - mats[d]).ravel() for d in DIRECTIONS])
     return RowDrift(verdict(list(deltas.values()), bar), bar, len(ref_mats[DIRECTIONS[0]]), deltas, float(np.mean(rho)),
@@ -103,7 +103,7 @@ def sequential_drift(reference: LazyScores, row: LazyScores, bar: float, cfg: Dr
         if all(-bar <= p.low and p.high <= bar for p in final.directions.values()):
             final.verdict = WITHIN
             return final
-        if drift(ref, got, bar, cfg.interim_z).verdict == BEYOND:
+        if verdict([paired_delta(ref[d], got[d], cfg.interim_z) for d in DIRECTIONS], bar) == BEYOND:
             final.verdict = BEYOND
             return final
     raise FbinferError("the drift set has no looks")

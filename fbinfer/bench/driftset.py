@@ -22,7 +22,6 @@ the test split, as many as it has.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from fbinfer.bench.config import DriftSetConfig
 from fbinfer.bundle.io_spec import INPUT_IDS, make_feeds
+from fbinfer.data.candidates import first_of_each_product
 from fbinfer.data.records import Item, read_jsonl
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError
@@ -57,15 +57,13 @@ def drift_data(data: DataSource, cfg: DriftSetConfig) -> DataSource:
     return DataSource(folder, [], test)
 
 
-def galleries(items: Sequence[Item], size: int, queries: int, seed: int) -> list[list[int]]:
+def galleries(items: list[Item], size: int, queries: int, seed: int) -> list[list[int]]:
     """Groups of ``size`` item indices, one item per product, neighbours in (category, sub-category)
     after a seeded shuffle; enough whole groups for ``queries`` (or as many as there are), in a
     shuffled order so that every look sees all kinds of products."""
     rng = np.random.default_rng(seed)
-    first: dict[str, int] = {}
-    for i, it in enumerate(items):
-        first.setdefault(it.product_id, i)
-    reps = [list(first.values())[j] for j in rng.permutation(len(first))]
+    first = first_of_each_product(items)
+    reps = [first[j] for j in rng.permutation(len(first))]
     reps.sort(key=lambda i: (items[i].category, items[i].subcategory))  # stable: random within a sub-category
     groups = [reps[k:k + size] for k in range(0, len(reps) - size + 1, size)]
     if not groups:

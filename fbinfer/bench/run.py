@@ -177,8 +177,9 @@ def measure_drift(mb: ModelBench, opened: list[tuple[Variant, Runner]], bc: Benc
     dset = drift_data(mb.data, bc.drift_set)
     store = FeatureStore(dset, mb.ck.config).ensure(dset.test)
     pairs = DriftPairs.build(dset, store, mb.ck.tokenizer(), bc.drift_set)
-    progress(f"{mb.name}: drift set {pairs.describe()['queries_per_direction']} queries per direction x "
-             f"{pairs.describe()['candidates']} candidates ({dset.path}); looks at {pairs.looks} queries")
+    size = pairs.describe()
+    progress(f"{mb.name}: drift set {size['queries_per_direction']} queries per direction x {size['candidates']} candidates "
+             f"({dset.path}); looks at {pairs.looks} queries")
     reference = LazyScores(opened[0][1].infer, pairs, f"{mb.name} on {REFERENCE}")
     rows, began = [], time.perf_counter()
     for n, (v, runner) in enumerate(opened):
@@ -193,8 +194,8 @@ def measure_drift(mb: ModelBench, opened: list[tuple[Variant, Runner]], bc: Benc
         left = (time.perf_counter() - began) / (n + 1) * (len(opened) - n - 1)
         progress(f"{mb.name}: {v.key}: " + (_said(d) if d else "reference") + f" ({rows[-1].drift_seconds:.0f} s; "
                  f"about {left / 60:.1f} min of drift left for this model)")
-    ref = next(r for r in rows if r.key == REFERENCE)
-    ref.rank = rank_report(pairs.matrices(reference.upto(len(pairs.looks) - 1), pairs.looks[-1]))
+    furthest = max(k for k, end in enumerate(pairs.batches_at) if end <= len(reference.logits))  # no pair scored for this alone
+    next(r for r in rows if r.key == REFERENCE).rank = rank_report(pairs.matrices(reference.upto(furthest), pairs.looks[furthest]))
     return rows, pairs
 
 

@@ -61,13 +61,18 @@ class CandidateLists:
         return out
 
 
+def first_of_each_product(items: list[Item]) -> list[int]:
+    """The index of each product's first item (its first image), in the order products appear."""
+    first: dict[str, int] = {}
+    for i, it in enumerate(items):
+        first.setdefault(it.product_id, i)
+    return list(first.values())
+
+
 def build_candidates(test: list[Item], max_queries: int = 1000, num_negatives: int = 100, seed: int = 0) -> CandidateLists:
     """One query item per product (its first image), both directions, fixed by ``seed``."""
     rng = np.random.default_rng(seed)
-    first: dict[str, int] = {}
-    for i, it in enumerate(test):
-        first.setdefault(it.product_id, i)
-    reps = list(first.values())
+    reps = first_of_each_product(test)
     if len(reps) < 2:
         raise FbinferError("test split: needs at least 2 products to rank anything")
     by_sub: dict[str, list[int]] = defaultdict(list)
