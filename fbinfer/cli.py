@@ -231,12 +231,13 @@ def export_cmd(
     max_batch: Annotated[int, typer.Option(help="Largest batch the graphs accept.")] = 256,
     attention: Annotated[str, typer.Option(help="matmul (MatMul-Softmax-MatMul, TensorRT >= 10.12) or onnx-attention (ONNX Attention op, opset 23, TensorRT >= 10.14).")] = "matmul",
     fp16_fp32_ops: Annotated[str, typer.Option(help="Op types kept FP32 in the FP16/INT8 graphs.")] = "LayerNormalization",
-    calib_method: Annotated[str, typer.Option(help="max, percentile or entropy.")] = "max",
+    calib_method: Annotated[str, typer.Option(help="max or entropy (Model Optimizer's INT8 calibrators; the ONNX Runtime graph uses the same).")] = "max",
     calib_batches: Annotated[int, typer.Option(help="Calibration batches of real training pairs.")] = 16,
     calib_batch_size: Annotated[int, typer.Option()] = 32,
     int8_exclude: Annotated[str, typer.Option(help="Parts kept out of INT8: embeddings, head, layer:N (comma list; '' for none).")] = "embeddings,head,layer:0",
     cpu_int8: Annotated[str, typer.Option(help="ONNX Runtime CPU INT8: auto (faster at equal drift), dynamic or qdq.")] = "auto",
     int8_smooth: Annotated[float, typer.Option(help="INT8 (CPU and TensorRT graphs): SmoothQuant migration strength alpha in [0, 1]; 0 turns it off.")] = 0.75,
+    int8_attention: Annotated[bool, typer.Option(help="TensorRT INT8: Q/DQ on the attention products too (INT8 MHA); off: they stay FP16 (docs/results/int8_quantizers.md).")] = False,
     parity_queries: Annotated[int, typer.Option(help="Queries per direction (101 candidates each) for the parity check.")] = 8,
     force: Annotated[bool, typer.Option(help="Overwrite a non-empty bundle folder.")] = False,
 ) -> None:
@@ -252,7 +253,7 @@ def export_cmd(
     data = load_checkpoint(model).training_data(data)
     cc = CalibrationConfig(method=calib_method, batches=calib_batches, batch_size=calib_batch_size, exclude=_csv(int8_exclude))
     ec = ExportConfig(precisions=_csv(precision), targets=_csv(targets), attention=attention, max_batch=max_batch,
-                      fp32_ops=_csv(fp16_fp32_ops), calibration=cc, cpu_int8=cpu_int8, smooth_alpha=int8_smooth,
+                      fp32_ops=_csv(fp16_fp32_ops), calibration=cc, cpu_int8=cpu_int8, smooth_alpha=int8_smooth, int8_attention=int8_attention,
                       parity_queries=parity_queries)
     out = out or default_bundle_dir(model)
     manifest = export_bundle(model, load_data(data), out, ec, force=force)

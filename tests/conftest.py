@@ -40,6 +40,6 @@ def tiny_bundle(tiny_model, tiny_data, tmp_path_factory) -> Path:
     from fbinfer.export.int8 import CalibrationConfig
 
     out = tmp_path_factory.mktemp("export") / "tiny.bundle"
-    calib = CalibrationConfig(method="percentile", batches=2, batch_size=16)
+    calib = CalibrationConfig(batches=2, batch_size=16)
     export_bundle(tiny_model, load_data(tiny_data), out, ExportConfig(max_batch=64, calibration=calib, parity_queries=4))
     return out

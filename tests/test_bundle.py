@@ -38,7 +38,7 @@ def test_open_lists_graphs_by_target_and_precision(tiny_bundle):
     listed = set(b.manifest["files"])
     extractor = {g["file"] for g in b.manifest["extractor"]["graphs"].values()}
     assert extractor == {"extractor.fp32.onnx", "extractor.fp16.onnx"} and b.extractor_graph() == tiny_bundle / "extractor.fp32.onnx"
-    assert {g["file"] for g in b.manifest["graphs"].values()} | {"vocab.txt", "int8.ranges.json"} | extractor == listed
+    assert {g["file"] for g in b.manifest["graphs"].values()} | {"vocab.txt"} | extractor == listed
     for name, record in b.manifest["files"].items():
         assert len(record["sha256"]) == 64 and record["bytes"] == (tiny_bundle / name).stat().st_size
 

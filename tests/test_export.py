@@ -20,7 +20,7 @@ from fbinfer.errors import FbinferError
 from fbinfer.export.exporter import ExportConfig, export_bundle
 from fbinfer.export.graph import ExportGraph, patch_averaging_matrix
 from fbinfer.export.graphs import as_torch, nonstandard_ops
-from fbinfer.export.int8 import check_qdq, entropy_amax, percentile_amax, weight_ops
+from fbinfer.export.int8 import CalibrationConfig, check_qdq, qdq_matmuls, weight_ops
 from fbinfer.model.checkpoint import load_checkpoint
 
 FP32_TOLERANCE = 1e-4  # the issue's contract on the logit; reduced precisions: helpers.PARITY_BARS
@@ -112,46 +112,108 @@ def test_onnxruntime_graph_has_fused_attention(bundle):
 
 
 def test_int8_qdq_follows_tensorrt_rules(bundle):
+    """Model Optimizer's graph, checked against TensorRT's Q/DQ rules by fbinfer's own checker, and
+    that checker shown to catch each kind of break."""
     m = manifest(bundle)["graphs"]["trt.int8"]
+    q = m["quantization"]
+    assert q["quantizer"]["name"] == "nvidia-modelopt" and q["quantizer"]["version"]
     model = onnx.load(str(bundle / m["file"]))
     assert check_qdq(model) == []
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    dq_weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
-    assert len(dq_weights) == len(m["quantization"]["quantized_nodes"]) > 0
-    for n in dq_weights:
-        assert inits[n.input[0]].dtype == np.int8 and inits[n.input[1]].ndim == 1  # per output channel
-        assert np.all(inits[n.input[2]] == 0)
-    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
-    names = {n.name for n in model.graph.node}
-    assert all(q in names for q in m["quantization"]["quantized_nodes"])
+    assert qdq_matmuls(model) == q["matmuls"] and q["matmuls"]["int8"]
+    inits = {i.name: i for i in model.graph.initializer}
+    weight_dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits)
+    act_q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    for init, change, problem in ((inits[weight_dq.input[2]], lambda a: a + 1, "zero point"),
+                                  (inits[weight_dq.input[1]], lambda a: -a, "scale is not a positive"),
+                                  (inits[weight_dq.input[0]], lambda a: a.astype(np.float16), "not stored int8"),
+                                  (inits[act_q.input[1]], lambda a: np.stack([a, a]), "not per-tensor")):
+        broken = onnx.ModelProto()
+        broken.CopyFrom(model)
+        target = next(i for i in broken.graph.initializer if i.name == init.name)
+        target.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(init)), init.name))
+        assert any(problem in p for p in check_qdq(broken)), problem
 
 
-def test_int8_quantizes_exactly_the_weight_matmuls_outside_the_excluded_parts(bundle):
+def test_int8_quantizes_exactly_the_matmuls_outside_the_excluded_parts(bundle):
     """Found by what they compute (a MatMul/Gemm with a constant weight) and where they sit (the
     exporter's module scope), not by node names: with embeddings, head and layer 0 excluded, the
-    tiny model's 2 layers leave layer 1's 6 Linear layers (Q, K, V, attention out, FFN in and out)."""
-    m = manifest(bundle)["graphs"]["trt.int8"]
+    tiny model's 2 layers leave layer 1's 6 Linear layers (Q, K, V, attention out, FFN in and out);
+    each weight is the (smoothed) FP32 weight rounded per output channel."""
     fp32 = onnx.load(str(bundle / "trt.fp32.onnx"))
     ops = weight_ops(fp32)
     by_group = {g: [o for o in ops if o.group == g] for g in {o.group for o in ops}}
     assert {g: len(v) for g, v in by_group.items()} == {"embeddings": 1, "layer:0": 6, "layer:1": 6, "head": 2}
-    assert sorted(m["quantization"]["quantized_nodes"]) == sorted(o.node for o in by_group["layer:1"])
-    int8 = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(bundle / m["file"])).graph.initializer}
+    layer1 = {o.node for o in by_group["layer:1"]}
     weights = {i.name: numpy_helper.to_array(i) for i in fp32.graph.initializer}
-    for op in ops:
-        if op.group != "layer:1":  # kept float: no int8 twin of its weight
-            assert f"{op.weight}_int8" not in int8, op
-            continue
-        w, q, scale = weights[op.weight], int8[f"{op.weight}_int8"], int8[f"{op.weight}_wscale"].astype(np.float32)
-        assert op.axis == 1 and q.shape == w.shape and scale.shape == (w.shape[1],), op  # [in, out], a scale per output channel
-        assert q.dtype == np.int8 and q.min() >= -127 and q.max() <= 127  # symmetric: -128 never used
-        assert (np.abs(q).max(axis=0) == 127).all(), op  # scale = amax / 127: each channel's largest weight lands on 127
-        # SmoothQuant scales each input row by one factor: the dequantized weight is that rescaled
-        # original, rounded to the nearest step (a shuffled or foreign weight misses by ~|w|, 50x a step)
-        dq = q.astype(np.float32) * scale
-        row = (dq * w).sum(1) / np.maximum((w * w).sum(1), 1e-30)
-        assert (row > 0).all() and (np.abs(dq - row[:, None] * w) <= 0.75 * scale).all(), op  # half a step, plus the fit's error
+    for key in ("trt.int8", "ov.int8"):
+        m = manifest(bundle)["graphs"][key]
+        assert set(m["quantization"]["matmuls"]["int8"]) == layer1, key
+        model = onnx.load(str(bundle / m["file"]))
+        q = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        nodes = {n.name: n for n in model.graph.node}
+        dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        for op in ops:
+            w_in = nodes[op.node].input[1]
+            if op.group != "layer:1":  # kept float
+                assert w_in not in dq and q[w_in].dtype != np.int8, (key, op)
+                continue
+            node = dq[w_in]
+            w, qw = weights[op.weight], q[node.input[0]]
+            scale = q[node.input[1]].astype(np.float32)
+            assert qw.dtype == np.int8 and qw.shape == w.shape and scale.shape == (w.shape[1],), (key, op)  # [in, out]
+            assert qw.min() >= -127 and (np.abs(qw).max(axis=0) == 127).all(), (key, op)  # symmetric, amax / 127
+            # SmoothQuant scales each input row by one factor: the dequantized weight is that rescaled
+            # original, rounded to the nearest step (a shuffled or foreign weight misses by ~|w|, 50x a step)
+            deq = qw.astype(np.float32) * scale
+            row = (deq * w).sum(1) / np.maximum((w * w).sum(1), 1e-30)
+            assert (row > 0).all() and (np.abs(deq - row[:, None] * w) <= 0.75 * scale).all(), (key, op)
+
+
+def test_int8_attention_adds_the_attention_products_of_the_quantized_layers(tiny_model, tiny_data, tmp_path):
+    """``--int8-attention``: Model Optimizer's Q/DQ on both inputs of layer 1's Q.K^T and P.V too
+    (TensorRT's INT8 attention), still none in the excluded layer 0."""
+    from fbinfer.data.source import load_data
+
+    out = tmp_path / "attn.bundle"
+    m = export_bundle(tiny_model, load_data(tiny_data), out,
+                      ExportConfig(precisions=("fp32", "int8"), targets=("tensorrt",), int8_attention=True, parity_queries=2,
+                                   calibration=CalibrationConfig(batches=2, batch_size=16)))
+    q = m["graphs"]["trt.int8"]["quantization"]
+    fp32 = onnx.load(str(out / "trt.fp32.onnx"))
+    weights = {o.node for o in weight_ops(fp32)}
+    products = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.name not in weights and n.input[0] != "average"]
+    assert len(products) == 4 and q["attention_products"] == "int8"  # Q.K^T and P.V of each layer
+    layer1 = {o.node for o in weight_ops(fp32) if o.group == "layer:1"}
+    assert set(q["matmuls"]["int8"]) == layer1 | {n.name for n in products[2:]}  # layer 0's stay float
+    assert check_qdq(onnx.load(str(out / "trt.int8.onnx"))) == []
+
+
+def test_a_quantized_weight_scale_off_by_10x_fails_parity(bundle, tiny_model, tiny_data):
+    """The export's parity check is what guards a quantizer's output: one weight's scale made 10x
+    too large (what a wrong axis or a lost smoothing factor does) fails the INT8 bars that every
+    shipped INT8 graph passes."""
+    from fbinfer.data.features import FeatureStore
+    from fbinfer.data.source import load_data
+    from fbinfer.export.parity import ParitySet, compare
+
+    ck, data = load_checkpoint(tiny_model), load_data(tiny_data)
+    store = FeatureStore(data, ck.config).ensure(data.test)
+    parity = ParitySet.from_data(data, store, ck.tokenizer(), 4)
+    reference = parity.logits(TorchRunner(ck.model), "torch")
+    for key in ("trt.int8", "ov.int8"):
+        path = bundle / manifest(bundle)["graphs"][key]["file"]
+        model = onnx.load(str(path))
+        good = compare(reference, parity.logits(OnnxRuntimeRunner(path), key), parity.queries)
+        assert parity_misses(good, "int8") == [], key
+        inits = {i.name: i for i in model.graph.initializer}
+        weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMul"}
+        dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and n.output[0] in weights)
+        scale = inits[dq.input[1]]
+        scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 10, scale.name))
+        onnx.save(model, str(bundle.parent / f"broken.{key}.onnx"))
+        bad = compare(reference, parity.logits(OnnxRuntimeRunner(bundle.parent / f"broken.{key}.onnx"), key), parity.queries)
+        (bundle.parent / f"broken.{key}.onnx").unlink()
+        assert parity_misses(bad, "int8"), (key, bad)
 
 
 def test_cpu_int8_keeps_excluded_parts_float_and_quantizes_weights_per_channel(bundle):
@@ -182,12 +244,15 @@ def test_patch_average_matmul_is_always_excluded_from_cpu_int8(bundle):
     assert len(average) == 1 and excluded_nodes(graph, ()) == average
 
 
-def test_both_int8_graphs_are_smoothed(bundle):
+def test_int8_graphs_are_smoothed(bundle):
+    """fbinfer's SmoothQuant before Model Optimizer and ONNX Runtime's quantizers (neither smooths);
+    NNCF's own for OpenVINO's graph."""
     graphs = manifest(bundle)["graphs"]
     # layer 1 (the only quantized one): the inputs of Q/K/V (shared), attention out, FFN in and FFN out
     smoothing = {"alpha": 0.75, "scaled_activations": 4}
     assert graphs["ort.int8"]["smoothing"] == smoothing and "SmoothQuant" in graphs["ort.int8"]["scheme"]
-    assert graphs["trt.int8"]["quantization"]["smoothing"] == smoothing
+    assert graphs["trt.int8"]["quantization"]["smoothing"] == {"by": "fbinfer", **smoothing}
+    assert graphs["ov.int8"]["quantization"]["smoothing"] == {"by": "nncf"}
     for name in ("ort.int8", "trt.int8"):
         nodes = onnx.load(str(bundle / graphs[name]["file"])).graph.node
         smoothed = {n.output[0] for n in nodes if n.name.endswith("_smooth") and n.op_type == "Mul"}
@@ -271,15 +336,6 @@ def test_onnx_attention_variant_exports_one_attention_op_per_layer(tiny_model, t
     assert m["opset"] == 23 and m["parity"][0]["graph"] == "trt.fp32" and m["parity"][0]["max_abs_logit_diff"] < 1e-4
 
 
-def test_calibration_thresholds():
-    hist = np.zeros(2048)
-    hist[:100] = 1000
-    hist[2000] = 1  # one outlier
-    assert percentile_amax(hist, 10.0, 99.9) < 1.0  # clips the outlier
-    assert entropy_amax(hist, 10.0) < 2.0
-    assert percentile_amax(hist, 10.0, 100.0) == pytest.approx(2001 * 10 / 2048)
-
-
 def test_export_errors_are_one_line(tmp_path, tiny_model, tiny_data, bundle):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
@@ -303,6 +359,25 @@ def test_export_without_onnxruntime_names_the_install(tiny_model, tiny_data, tmp
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if neither onnxruntime nor onnxruntime-gpu were installed
     with pytest.raises(FbinferError, match=r"ONNX Runtime is not installed: pip install -e '\.\[cpu\]'"):
+        export_bundle(tiny_model, load_data(tiny_data), tmp_path / "b", ExportConfig())
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(("package", "extra"), [("nvidia-modelopt", "quantize"), ("nncf", "openvino")])
+def test_export_without_a_quantizer_names_the_install(tiny_model, tiny_data, tmp_path, monkeypatch, package, extra):
+    import importlib.metadata
+
+    from fbinfer.data.source import load_data
+
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == package:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(FbinferError, match=rf"pip install 'fbinfer\[{extra}\]'.*leave \w+ out of --targets"):
         export_bundle(tiny_model, load_data(tiny_data), tmp_path / "b", ExportConfig())
     assert not (tmp_path / "b").exists()
 

@@ -26,23 +26,19 @@ from tqdm import tqdm
 
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.export.graphs import ROOT, quiet
-from fbinfer.export.int8 import WeightOp, probe_session, weight_ops
+from fbinfer.export.int8 import WeightOp, excluded_matmuls, probe_session, weight_ops
 
-METHODS = {"max": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+METHODS = {"max": "MinMax", "entropy": "Entropy"}
 CPU_INT8_KINDS = ("auto", "dynamic", "qdq")
 
 
 def excluded_nodes(graph: Path, groups: tuple[str, ...]) -> list[str]:
-    """Names to keep out of INT8: the weight MatMul/Gemm nodes of ``graph`` in the excluded groups
-    (embeddings, head, layer:N). ONNX Runtime's quantizer first rewrites each Gemm as MatMul + Add
-    named ``<gemm>_MatMul``, so that name is excluded too. A MatMul whose *first* input is a constant
-    (the patch-averaging matrix) is no weight and always stays float: the static quantizer would
-    otherwise round that fixed matrix to int8."""
+    """``int8.excluded_matmuls`` of ``graph``, each Gemm also as ``<gemm>_MatMul``: ONNX Runtime's
+    quantizer first rewrites each Gemm as MatMul + Add under that name."""
     model = onnx.load(str(graph), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    ops = [o for o in weight_ops(model) if o.group in groups]
-    fixed = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in inits]
-    return [o.node for o in ops] + [f"{o.node}_MatMul" for o in ops] + fixed
+    gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"}
+    names = excluded_matmuls(model, groups)
+    return names + [f"{n}_MatMul" for n in names if n in gemms]
 
 
 def float_matmuls(graph: Path) -> list[str]:

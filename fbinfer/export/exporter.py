@@ -29,12 +29,12 @@ from fbinfer.data.features import FeatureStore
 from fbinfer.data.preprocess import GraphExtractor, ImagePreprocess
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError
-from fbinfer.export import cpu_int8
+from fbinfer.export import cpu_int8, int8, openvino_int8
 from fbinfer.export.extractor import export_extractor
 from fbinfer.export.graphs import OPSET, check_graph, export_fp32, fuse_for_onnxruntime, nonstandard_ops, op_counts, to_fp16
-from fbinfer.export.int8 import CalibrationConfig, calibrate, calibration_key, check_qdq, insert_qdq, weight_ops
+from fbinfer.export.int8 import CalibrationConfig
 from fbinfer.export.parity import ParitySet, compare
-from fbinfer.fileio import atomic_path, sha256, write_json
+from fbinfer.fileio import atomic_path, sha256
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
 from fbinfer.outputs import check_folder_output, output_lock
 from fbinfer.training.pairs import PairSampler
@@ -48,11 +48,12 @@ class ExportConfig:
     targets: tuple[str, ...] = TARGETS
     attention: str = "matmul"
     max_batch: int = 256
-    fp32_ops: tuple[str, ...] = ("LayerNormalization",)  # FP16 islands; chosen by benchmarks/export_precision.py
+    fp32_ops: tuple[str, ...] = ("LayerNormalization",)  # FP16 islands; chosen by benchmarks/export_precision.py (git af71dd4; results in benchmarks/results/)
     fp32_head: bool = True  # pooler + TIA logit in FP32
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     cpu_int8: str = "auto"
     smooth_alpha: float = 0.75  # SmoothQuant migration strength for both INT8 graphs, 0 = off (docs/export.md)
+    int8_attention: bool = False  # Q/DQ on TensorRT's attention products too (INT8 MHA): 2.4x the logit drift measured on CPU
     parity_queries: int = 8  # per direction, each with 101 candidates
     fp32_tolerance: float = 1e-4
 
@@ -141,6 +142,13 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
     ec = ec.validate()
     if missing := ort_unavailable():  # the export quantizes with it and checks parity on it
         raise FbinferError(f"export: {missing}")
+    if "int8" in ec.precisions:  # before any work: the INT8 graphs' quantizers
+        for target, version in (("tensorrt", int8.modelopt_version), ("openvino", openvino_int8.nncf_version)):
+            if target in ec.targets:
+                try:
+                    version()
+                except FbinferError as e:
+                    raise FbinferError(f"export: {e}; or leave {target} out of --targets or int8 out of --precision") from None
     check_folder_output(out, "-o", force, MANIFEST, inputs=(checkpoint, data.path))
     ck = load_checkpoint(checkpoint)
     cfg = ck.config
@@ -178,7 +186,7 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
                     parity_note=FP16_NOTE)
         smoothed = _smooth(fp32, calib, ec) if "int8" in ec.precisions else (fp32, 0)  # once, for every INT8 graph
         if "int8" in ec.precisions and {"tensorrt", "openvino"} & set(ec.targets):
-            _qdq_int8(job, *smoothed, calib, data, ov_here)
+            _qdq_int8(job, fp32, smoothed, calib, ov_here)
         if "onnxruntime" in ec.targets:
             fused = fuse_for_onnxruntime(job.bundle.graph_path("tensorrt", "fp32"), job.bundle.graph_path("onnxruntime", "fp32"))
             job.add("onnxruntime", "fp32", fused_ops=fused)
@@ -237,39 +245,36 @@ def _smooth(graph: onnx.ModelProto, calib: list[dict[str, np.ndarray]], ec: Expo
     return cpu_int8.smooth(graph, calib, ec.calibration.exclude, ec.smooth_alpha) if ec.smooth_alpha else (graph, 0)
 
 
-def _qdq_int8(job: _Export, fp32: onnx.ModelProto, scaled: int, calib: list[dict[str, np.ndarray]], data: DataSource,
+def _qdq_int8(job: _Export, fp32: onnx.ModelProto, smoothed: tuple[onnx.ModelProto, int], calib: list[dict[str, np.ndarray]],
               openvino_here: bool) -> None:
-    """The explicit Q/DQ INT8 graphs (TensorRT's rules: symmetric, per-channel weights), from the
-    FP32 graph ``fp32`` already smoothed (``scaled`` activations; one element-wise Mul before each
-    Q). TensorRT's runs FP16 elsewhere; OpenVINO's keeps FP32 there and lets OpenVINO's precision
-    hint decide."""
+    """The explicit Q/DQ INT8 graphs. TensorRT's by NVIDIA Model Optimizer from ``smoothed`` (the
+    FP32 graph after fbinfer's SmoothQuant, with the number of activations scaled: Model Optimizer's
+    ONNX INT8 has none), FP16 elsewhere; OpenVINO's by NNCF from ``fp32`` (NNCF smooths for itself),
+    FP32 elsewhere with OpenVINO's precision hint deciding."""
     ec, cc = job.ec, job.ec.calibration
-    ops = [o for o in weight_ops(fp32) if o.group not in cc.exclude]
-    key = calibration_key(fp32, data.fingerprint(), cc)
-    ranges = calibrate(fp32, calib, sorted({o.activation for o in ops}), cc, data.cache_dir / "calibration" / f"{key}.json")
-    qdq = insert_qdq(fp32, ops, ranges)
-    problems = check_qdq(qdq)
-    if problems:
-        raise FbinferError(f"export failed: Q/DQ breaks TensorRT's rules: {problems[0]}")
-    write_json(job.bundle.folder / RANGES, ranges)
-    job.bundle.add_file(RANGES)
-    quantization = {
-        "scheme": "symmetric int8, zero point 0; weights per output channel; activations per tensor",
-        "calibration": {**asdict(cc), "cache_key": key, "ranges": RANGES},
-        "quantized_nodes": [o.node for o in ops], "excluded_groups": list(cc.exclude),
-        "smoothing": {"alpha": ec.smooth_alpha, "scaled_activations": scaled}}
+    common = {"calibration": asdict(cc), "excluded_groups": list(cc.exclude)}
     if "tensorrt" in ec.targets:
+        qdq = int8.quantize_tensorrt(smoothed[0], calib, cc, {"disable_mha_qdq": not ec.int8_attention})
+        if problems := int8.check_qdq(qdq):
+            raise FbinferError(f"export failed: Model Optimizer's Q/DQ breaks TensorRT's rules: {problems[0]}")
         g, islands = to_fp16(qdq, ec.fp32_ops, ec.fp32_head)
-        job.add("tensorrt", "int8", g, fp32_islands=islands, quantization={**quantization, "elsewhere": "fp16"})
+        job.add("tensorrt", "int8", g, fp32_islands=islands, quantization={
+            **common, "quantizer": {"name": "nvidia-modelopt", "version": int8.modelopt_version()},
+            "smoothing": {"by": "fbinfer", "alpha": ec.smooth_alpha, "scaled_activations": smoothed[1]},
+            "scheme": "symmetric int8, zero point 0; weights per output channel; activations per tensor",
+            "matmuls": int8.qdq_matmuls(qdq), "attention_products": "int8" if ec.int8_attention else "fp16", "elsewhere": "fp16"})
     if "openvino" in ec.targets:
-        job.add("openvino", "int8", qdq, quantization={**quantization, "elsewhere": "fp32 graph; OpenVINO's precision hint"})
+        qdq = openvino_int8.quantize_openvino(fp32, calib, cc)
+        job.add("openvino", "int8", qdq, quantization={
+            **common, "quantizer": {"name": "nncf", "version": openvino_int8.nncf_version()},
+            "scheme": openvino_int8.SCHEME, "matmuls": int8.qdq_matmuls(qdq), "smoothing": {"by": "nncf"},
+            "elsewhere": "fp32 graph; OpenVINO's precision hint"})
         if openvino_here:
             hints = openvino.hints_for("int8")
             job.check("ov.int8", "openvino", "int8", openvino.OpenVINORunner(job.bundle.graph_path("openvino", "int8"), hints),
                       hints=hints)
 
 
-RANGES = "int8.ranges.json"
 
 
 def _onnxruntime_int8(job: _Export, calib: list[dict[str, np.ndarray]], trt_smoothed: tuple[onnx.ModelProto, int]) -> None:
