@@ -37,9 +37,9 @@ MODELOPT_MISSING = ("NVIDIA Model Optimizer's ONNX quantizer is not installed: p
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    # Defaults measured by benchmarks/int8_quantizers.py: the entropy calibrator clips BERT's
-    # outlier activations and costs more than it saves; the first layer, fed by the raw
-    # embeddings, carries most of the remaining INT8 error.
+    # Defaults measured by benchmarks/export_precision.py (git af71dd4, on the hand-built graphs):
+    # clipping calibrators cut BERT's outlier activations and cost more than they save; the first
+    # layer, fed by the raw embeddings, carries most of the remaining INT8 error.
     method: str = "max"
     batches: int = 16
     batch_size: int = 32
@@ -102,11 +102,16 @@ def excluded_matmuls(model: onnx.ModelProto, groups: tuple[str, ...]) -> list[st
             if n.op_type in ("MatMul", "Gemm") and (_group(n) in groups or n.op_type == "MatMul" and n.input[0] in inits)]
 
 
-def modelopt_version() -> str:
+def quantizer_version(package: str, missing: str) -> str:
+    """The installed version of a quantizer's package, for the manifest; ``missing`` when it is not there."""
     try:
-        return importlib.metadata.version("nvidia-modelopt")
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
-        raise BackendUnavailable(MODELOPT_MISSING) from None
+        raise BackendUnavailable(missing) from None
+
+
+def modelopt_version() -> str:
+    return quantizer_version("nvidia-modelopt", MODELOPT_MISSING)
 
 
 def quantize_tensorrt(fp32: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], cc: CalibrationConfig,

@@ -7,24 +7,19 @@ one ONNX file per graph, checked by ``onnx.checker`` like the others.
 """
 from __future__ import annotations
 
-import importlib.metadata
-
 import numpy as np
 import onnx
 
-from fbinfer.errors import BackendUnavailable, FbinferError, first_line
+from fbinfer.errors import FbinferError, first_line
 from fbinfer.export.graphs import quiet
-from fbinfer.export.int8 import CalibrationConfig, excluded_matmuls
+from fbinfer.export.int8 import CalibrationConfig, excluded_matmuls, quantizer_version
 
 NNCF_MISSING = "NNCF is not installed: pip install 'fbinfer[openvino]' (nncf>=3.4)"
 SCHEME = "NNCF TRANSFORMER preset: symmetric int8 weights per output channel; activations per tensor"
 
 
 def nncf_version() -> str:
-    try:
-        return importlib.metadata.version("nncf")
-    except importlib.metadata.PackageNotFoundError:
-        raise BackendUnavailable(NNCF_MISSING) from None
+    return quantizer_version("nncf", NNCF_MISSING)
 
 
 def quantize_openvino(fp32: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], cc: CalibrationConfig) -> onnx.ModelProto:
