@@ -23,11 +23,11 @@ import numpy as np
 from fbinfer.bench.config import REFERENCE, VARIANTS, DriftSetConfig
 from fbinfer.bench.drift import LazyScores
 from fbinfer.bench.driftset import DriftPairs, drift_data
-from fbinfer.bench.machine import cpu_flags
 from fbinfer.bench.run import resolve, runner_for
 from fbinfer.data.features import FeatureStore
 from fbinfer.evaluation.paired import expected_hits, paired_delta
 from fbinfer.fileio import sha256, write_json
+from fbinfer.machine import cpu_flags
 from fbinfer.threads import torch_threads
 
 CUTS = (2, 4, 8, 16, 32, 64, 128)

@@ -35,7 +35,6 @@ from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bench.config import DriftSetConfig
 from fbinfer.bench.drift import LazyScores, drift
 from fbinfer.bench.driftset import DriftPairs, drift_data
-from fbinfer.bench.machine import cpu_flags
 from fbinfer.bundle import Bundle
 from fbinfer.bundle.io_spec import INPUT_IDS, LOGIT
 from fbinfer.data.candidates import SHORT
@@ -47,6 +46,7 @@ from fbinfer.export.cpu_int8 import smooth
 from fbinfer.export.exporter import ExportConfig, calibration_feeds, versions
 from fbinfer.export.int8 import CalibrationConfig
 from fbinfer.fileio import sha256, write_json
+from fbinfer.machine import cpu_flags
 from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.threads import cpu_count, torch_threads
 

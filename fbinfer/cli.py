@@ -14,6 +14,7 @@ from fbinfer.bench.config import BenchConfig, DriftSetConfig
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import WRITE_ERRORS
 from fbinfer.outputs import check_writable
+from fbinfer.tune.config import TUNE_LISTS, TuneConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -275,6 +276,29 @@ def build_cmd(
 
     record = build_engine(bundle, precision, max_batch, opt_batch, workspace, timing_cache)
     console.print(f"wrote {bundle / record['file']} ({record['gpu']}, TensorRT {record['tensorrt']}, {record['build_seconds']} s)")
+
+
+@app.command("tune")
+def tune_cmd(
+    model: Annotated[Path, typer.Argument(help="Bundle folder, or a checkpoint (exported into MODEL.bundle when needed).")],
+    data: Annotated[Path | None, typer.Option("--data", help="Data for calibration, tuning lists and timing (default: the checkpoint's training data).")] = None,
+    backends: Annotated[str, typer.Option(help="Comma list of backends to tune: openvino, onnxruntime.")] = ",".join(TuneConfig.backends),
+    max_drift: Annotated[float, typer.Option(help="The drift bar: Rank@1 points (both directions) within which, and within which its 95 % interval must fit, a plan may be chosen.")] = TuneConfig.max_drift,
+    batch: Annotated[int, typer.Option(help="Batch size every candidate is timed at.")] = TuneConfig.batch,
+    queries: Annotated[int, typer.Option(help="Tuning lists: queries per direction (scored only as far as a candidate's verdict needs).")] = TUNE_LISTS.queries,
+    seconds: Annotated[float, typer.Option(help="Minimum timed seconds for the slowest candidate.")] = TuneConfig.min_seconds,
+) -> None:
+    """Choose each backend's fastest plan (INT8 graph and float groups, precision elsewhere) within the drift bar, measured here; fbinfer.load and the bench use it."""
+    from fbinfer.tune.report import tune_table
+    from fbinfer.tune.tuner import tune
+
+    tc = TuneConfig(backends=_csv(backends), max_drift=max_drift, batch=batch, min_seconds=seconds,
+                    lists=replace(TUNE_LISTS, queries=queries))
+    tuning = tune(model, data, tc, progress=lambda m: console.print(f"[dim]{m}[/]"))
+    console.print(tune_table(tuning, str(model)))
+    for b, plan in tuning["plans"].items():
+        console.print(f"{b}: " + (f"{plan['name']}, {plan['pairs_per_s']:.0f} pairs/s at batch {tuning['batch']}" if plan
+                                  else f"no candidate within the bar of {tuning['bar']:g} point (fbinfer.load keeps fp32)"))
 
 
 @app.command("serve")

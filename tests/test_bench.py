@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli, run_cli_here
+from helpers import assert_one_line_error, lazy, planted_pairs, run_cli, run_cli_here
 
 from fbinfer.bench.config import BenchConfig, DriftSetConfig
 from fbinfer.bench.drift import drift, spearman
@@ -191,27 +191,6 @@ def test_bench_bad_input(tiny_bundle, tiny_data, tmp_path):
     with pytest.raises(FbinferError, match="--max-drift: must be positive"):
         BenchConfig(max_drift=0).validate()
     assert_one_line_error(run_cli_here("bench", str(tiny_bundle), "--drift-candidates", "1"), "--drift-candidates: must be at least 2")
-
-
-def planted_pairs(galleries: int = 100, size: int = 16, seed: int = 0):
-    """A drift set of hand-made scores: ``galleries`` x size^2 pairs in batches of 64, the truth
-    (the grid's diagonal) ahead of its gallery in about 70 % of rows and columns."""
-    from fbinfer.bench.driftset import DriftPairs
-
-    rng = np.random.default_rng(seed)
-    grids = np.arange(galleries * size * size).reshape(galleries, size, size)
-    flat = rng.normal(size=grids.size)
-    flat[grids[:, np.arange(size), np.arange(size)].ravel()] += 2.5
-    cfg = DriftSetConfig(queries=galleries * size, candidates=size)
-    ends = sorted({int(np.ceil(f * galleries)) for f in cfg.looks})
-    batches = [{"input_ids": np.zeros((64, 1)), "k": np.array([k])} for k in range(grids.size // 64)]
-    return DriftPairs(None, [e * size for e in ends], batches, [e * size * size // 64 for e in ends], grids), flat, cfg
-
-
-def lazy(pairs, flat: np.ndarray, name: str = "row"):
-    from fbinfer.bench.drift import LazyScores
-
-    return LazyScores(lambda feeds: {"logit": flat[feeds["k"][0] * 64:(feeds["k"][0] + 1) * 64]}, pairs, name)
 
 
 def test_sequential_drift_stops_when_the_verdict_is_clear_and_not_before():

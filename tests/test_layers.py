@@ -10,7 +10,7 @@ import fbinfer
 ROOT = Path(fbinfer.__file__).parent
 # lowest first: a module may import its own layer and any layer below it
 LAYERS = [
-    {"errors", "fileio", "outputs", "threads"},
+    {"errors", "fileio", "outputs", "threads", "machine"},
     {"model"},
     {"bundle"},
     {"data"},
@@ -21,6 +21,7 @@ LAYERS = [
     {"export"},
     {"runtime"},
     {"bench"},
+    {"tune"},
     {"serve"},
     {"search"},
     {"recipes", "demo", "cli", "__init__"},

@@ -25,6 +25,7 @@ class Variant:
     timed: bool = True  # False: numerics only (a TensorRT graph run through ONNX Runtime on the CPU)
     graph: tuple[str, str] | str | None = None  # (target, precision) of a bundle graph, or PLAIN
     options: tuple[tuple[str, Any], ...] = ()
+    tuned: bool = False  # the plan fbinfer tune chose (its precision, graph and hints); skipped where there is none
 
 
 VARIANTS = (
@@ -45,6 +46,8 @@ VARIANTS = (
     Variant("ov-bf16", "openvino", "bf16", "bf16 hint"),
     Variant("ov-int8", "openvino", "int8", "NNCF graph, f32 elsewhere"),
     Variant("ov-int8-bf16", "openvino", "int8", "NNCF graph, bf16 elsewhere", options=(("hints", {"INFERENCE_PRECISION_HINT": "bf16"}),)),
+    Variant("ov-tuned", "openvino", "tuned", "fbinfer tune's plan", tuned=True),
+    Variant("ort-tuned", "onnxruntime", "tuned", "fbinfer tune's plan", tuned=True),
     Variant("trt-fp16-graph", "onnxruntime", "fp16", "numerics only", timed=False),
     Variant("trt-int8-graph", "onnxruntime", "int8", "numerics only", timed=False, graph=("tensorrt", "int8")),
     Variant("tensorrt-fp16", "tensorrt", "fp16", "engine"),

@@ -15,9 +15,10 @@ on one row or column of the gallery's scores. docs/bench.md says what lists of 1
 the eval's 101 cost in sensitivity (benchmarks/drift_set_size.py).
 
 For a synthetic data folder (it has ``synth.json``) the products come from a held-out catalogue
-drawn by the same generator with seed 1 (2 where the catalogue itself was drawn with 1): products
-no model trained on, made once in ``DATA/.fbinfer/drift-PxG/``. For other data they come from
-the test split, as many as it has.
+drawn by the same generator with the drift set's seed (1; 2 where the catalogue itself was drawn
+with 1): products no model trained on, made once in ``DATA/.fbinfer/drift-PxG-seedS/``. For
+other data they come from the test split, as many as it has. ``fbinfer tune`` chooses precision
+on lists of its own (another seed; the training split for other data), never on the bench's.
 """
 from __future__ import annotations
 
@@ -39,18 +40,19 @@ if TYPE_CHECKING:
     from fbinfer.data.features import FeatureStore
 
 
-def drift_data(data: DataSource, cfg: DriftSetConfig) -> DataSource:
-    """The data whose test split makes the drift set (see the module docstring)."""
+def drift_data(data: DataSource, cfg: DriftSetConfig, split: str = "test") -> DataSource:
+    """The data whose test split makes the drift set (see the module docstring); ``split`` is where
+    the products come from when ``data`` is not synthetic."""
     synth = data.path / "synth.json"
     if data.is_h5 or not synth.is_file():
-        return DataSource(data.path, [], data.test)
-    products = max(math.ceil(cfg.queries / cfg.candidates) * cfg.candidates, 20)  # the generator's least
-    folder = data.cache_dir / f"drift-{products}x{cfg.candidates}"
-    if not (folder / "synth.json").is_file():
-        from fbinfer.data.synth import SynthConfig, synthesize
+        return DataSource(data.path, [], getattr(data, split))
+    from fbinfer.data.synth import SynthConfig, synthesize
 
-        base = SynthConfig(**read_json(synth)["config"])
-        seed = cfg.seed + (cfg.seed == base.seed)  # never the catalogue's own draw
+    base = SynthConfig(**read_json(synth)["config"])
+    seed = cfg.seed + (cfg.seed == base.seed)  # never the catalogue's own draw
+    products = max(math.ceil(cfg.queries / cfg.candidates) * cfg.candidates, 20)  # the generator's least
+    folder = data.cache_dir / f"drift-{products}x{cfg.candidates}-seed{seed}"
+    if not (folder / "synth.json").is_file():
         synthesize(folder, replace(base, products=products, views=1, test_fraction=1.0, seed=seed, eval_queries=2,
                                    eval_negatives=1), force=True)
     test, _ = read_jsonl(folder / "test.jsonl")  # every product is a query: the catalogue has no training split

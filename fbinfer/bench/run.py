@@ -14,7 +14,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +26,10 @@ from fbinfer.bench.config import REFERENCE, VARIANTS, BenchConfig, Variant
 from fbinfer.bench.drift import LazyScores, RowDrift, rank_report, sequential_drift
 from fbinfer.bench.driftset import DriftPairs, drift_data
 from fbinfer.bench.flops import flops_per_pair
-from fbinfer.bench.machine import cpu_flags
 from fbinfer.bench.peers import PEER_GRAPHS
 from fbinfer.bundle import Bundle
 from fbinfer.bundle.io_spec import ATTENTION_MASK, batch_size, make_feeds
+from fbinfer.bundle.plan import tuned
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource, load_data
 from fbinfer.errors import FbinferError
@@ -38,6 +38,7 @@ from fbinfer.evaluation.paired import WITHIN
 from fbinfer.evaluation.timing import Timing, peak_flops, times_in_turns, timing
 from fbinfer.export.exporter import ExportConfig, default_bundle_dir, export_bundle, versions
 from fbinfer.fileio import sha256
+from fbinfer.machine import cpu_flags
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
 from fbinfer.threads import torch_threads
 
@@ -104,6 +105,18 @@ def resolve(model: Path, data: Path | None) -> ModelBench:
     return ModelBench(ck.path.stem, Bundle.open(folder), source, ck, why)
 
 
+def tuned_variant(v: Variant, mb: ModelBench) -> Variant | str:
+    """A tuned row made concrete from the bundle's plan (its precision, graph and hints), or why it has none."""
+    if not v.tuned:
+        return v
+    found = tuned(mb.bundle, v.backend)
+    if found is None:
+        return f"no plan for {v.backend} in the bundle (run fbinfer tune {mb.bundle.folder})"
+    plan, record = found
+    return replace(v, precision=plan.precision, variant=f"fbinfer tune's plan: {plan.name}",
+                   options=tuple(plan.options(mb.bundle.file(record["file"])).items()))
+
+
 def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
     """The runner of a row, or (None, why it cannot run here)."""
     b = get_backend(v.backend)
@@ -160,11 +173,12 @@ def open_rows(mb: ModelBench, bc: BenchConfig, skipped: dict[str, str]) -> list[
     for v in VARIANTS:
         if bc.backends is not None and v.key not in bc.backends and v.key != REFERENCE:
             continue
-        runner, why = runner_for(v, mb)
+        row = tuned_variant(v, mb)
+        runner, why = runner_for(row, mb) if isinstance(row, Variant) else (None, row)
         if runner is None:
             skipped[f"{mb.name}/{v.key}"] = why
         else:
-            out.append((v, runner))
+            out.append((row, runner))
     return out
 
 

@@ -111,6 +111,10 @@ class Bundle:
             graphs = extractor.get("graphs", {}) if isinstance(extractor, dict) else None
             if not isinstance(graphs, dict) or any(not isinstance(g, dict) or g.get("file") not in m["files"] for g in graphs.values()):
                 raise FbinferError(f"{where}: field 'extractor' must list graphs whose files are under 'files'")
+        plans = (m.get("tuning") or {}).get("plans", {}) if isinstance(m.get("tuning", {}), dict) else None
+        if not isinstance(plans, dict) or any(p is not None and (not isinstance(p, dict) or p.get("file") not in m["files"])
+                                              for p in plans.values()):
+            raise FbinferError(f"{where}: field 'tuning' must list plans whose files are under 'files'")
         vocab = m["tokenizer"].get("vocab")
         if vocab not in m["files"]:
             raise FbinferError(f"{where}: tokenizer vocab {vocab!r} is not listed under 'files'")

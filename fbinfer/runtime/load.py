@@ -1,6 +1,6 @@
 """``fbinfer.load``: a checkpoint, a bundle folder or a TensorRT engine -> a Matcher.
 
-    matcher = fbinfer.load("model.bundle")                         # ONNX Runtime FP32 (TensorRT if an engine and a GPU exist)
+    matcher = fbinfer.load("model.bundle")                         # the plan fbinfer tune chose (else ONNX Runtime FP32)
     matcher = fbinfer.load("model.bundle", backend="openvino", precision="int8")
     matcher = fbinfer.load("model.pt", device="cuda", precision="fp16")
     matcher.rank("red striped midi dress", ["a.jpg", "b.jpg", ...], k=5)
@@ -13,6 +13,7 @@ from typing import Any
 from fbinfer.backends.registry import backend as get_backend
 from fbinfer.backends.registry import open_runner
 from fbinfer.bundle import Bundle
+from fbinfer.bundle.plan import TUNED_BACKENDS, fastest_tuned, tuned_runner_args
 from fbinfer.errors import FbinferError
 from fbinfer.runtime.images import bundle_extractor, torch_extractor
 from fbinfer.runtime.matcher import Matcher
@@ -26,9 +27,10 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
         path: a checkpoint (``model.pt``), a bundle folder, or a bundle's ``engine.<precision>.plan``.
         backend: torch, onnxruntime, openvino or tensorrt (``fbinfer.backends.describe()`` lists what
             runs here). Default: torch for a checkpoint; for a bundle, tensorrt where it has an engine
-            and TensorRT runs, else onnxruntime.
+            and TensorRT runs, else the backend of the fastest plan ``fbinfer tune`` chose, else onnxruntime.
         device: cpu or cuda (default: the backend's).
-        precision: fp32 (default), fp16, bf16 or int8, as the backend offers.
+        precision: fp32, fp16, bf16 or int8, as the backend offers. Default: the plan ``fbinfer tune``
+            chose for the backend (its graph and hints), else fp32.
         batch_size: pairs per call into the backend.
         verify: check each bundle file's sha256 on first use (sizes are always checked).
         **options: the backend's own settings, e.g. OpenVINO's ``hints`` and ``streams``:
@@ -55,7 +57,12 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
         source, backend, precision = bundle, "tensorrt", found[0]
     elif p.is_dir():
         source = Bundle.open(p, verify)
-        backend = backend or ("tensorrt" if source.engines() and not get_backend("tensorrt").unavailable() else "onnxruntime")
+        if backend is None:
+            here = tuple(b for b in TUNED_BACKENDS if not get_backend(b).unavailable())
+            backend = ("tensorrt" if source.engines() and not get_backend("tensorrt").unavailable()
+                       else fastest_tuned(source, here) or "onnxruntime")
+        if precision is None and device in (None, "cpu") and (plan := tuned_runner_args(source, backend)):
+            precision, options = plan[0], {**plan[1], **options}
     elif p.is_file():
         from fbinfer.model.checkpoint import load_checkpoint
 

@@ -1,4 +1,4 @@
-"""What the bench records about the CPU it ran on: its model and the instruction-set flags that
+"""What every result records about the CPU it ran on: its model and the instruction-set flags that
 decide which precisions are fast (AVX-512 VNNI and BF16 for int8 and bf16 dot products, AMX for
 their tile matmuls). Machines here differ from day to day, so every result carries them."""
 from __future__ import annotations
