@@ -151,6 +151,7 @@ def distill_cmd(
     list_size: Annotated[int, typer.Option(help="Pairs per ranking list (the truth first).")] = 16,
     dropout: Annotated[float | None, typer.Option(help="Student dropout (default: the teacher's).")] = None,
     precision: TrainPrecisionOpt = "fp32",
+    quantize: Annotated[str | None, typer.Option(help="int8: quantization-aware distillation, INT8 fake quantization of the encoder's Linear layers in the loop (NVIDIA Model Optimizer).")] = None,
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT.resume (with a larger --steps: extend a finished run; "
@@ -178,7 +179,7 @@ def distill_cmd(
         dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
                            weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists,
                            list_size=list_size, dropout=dropout, checkpoint_every=checkpoint_every, seed=seed,
-                           precision=precision).validate()
+                           precision=precision, quantize=quantize).validate()
     source = load_data(load_checkpoint(teacher).training_data(data))
     if json_out:
         check_writable(json_out, "--json")

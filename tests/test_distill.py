@@ -296,8 +296,69 @@ def test_distill_errors_are_one_line(tiny_model, tiny_data, tmp_path):
         (["distill", str(tiny_model), "-o", str(tmp_path / "c.pt"), "--hidden", "512", *base], "wider than the teacher"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "d.pt"), "--weights", "kd=1,foo=2", *base], "unknown loss term"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "f.pt"), "--precision", "fp16", *base], "--precision 'fp16'"),
+        (["distill", str(tiny_model), "-o", str(tmp_path / "g.pt"), "--quantize", "int4", *base], "--quantize: choose from int8, not 'int4'"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "e.pt"), "--data", str(foreign), "--steps", "1"],
          "unknown to the teacher's vocab"),
     ]
     assert_cli_errors(cases)
     assert [p.name for p in tmp_path.glob("*.pt")] == ["junk.pt"]  # nothing written
+
+
+def test_quantization_aware_distillation_has_int8_in_the_loop_and_resumes_exactly(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """``--quantize int8``: training with Model Optimizer's fake quantizers moves the weights
+    elsewhere than the same run without (a no-op quantizer would not); the checkpoint is a plain
+    FashionBERT; a run killed after its step-2 checkpoint and resumed, its quantizer ranges
+    restored rather than calibrated again on the half-trained student, ends where the straight
+    run ends."""
+    from fbinfer.data.source import load_data
+    from fbinfer.distill import trainer
+
+    data, spec = load_data(tiny_data), StudentSpec(layers=1)
+    common = {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "extra_negatives": 0.0, "lr": 1e-3}
+    distill(tiny_model, data, spec, DistillConfig(**common), tmp_path / "float.pt")
+    dc = DistillConfig(quantize="int8", **common)
+    distill(tiny_model, data, spec, dc, tmp_path / "qad.pt")
+    real, calls = trainer.make_batch, []
+
+    def dying(*a, **k):  # 4 importance-probe batches, 4 calibration batches, then one per step: dies in step 3
+        calls.append(1)
+        if len(calls) > 4 + 4 + 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "make_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        distill(tiny_model, data, spec, dc, tmp_path / "cut.pt")
+    monkeypatch.setattr(trainer, "make_batch", real)
+    distill(tiny_model, data, spec, dc, tmp_path / "cut.pt", resume=True)
+    fp, qad_ck, cut = (load_checkpoint(tmp_path / f"{n}.pt") for n in ("float", "qad", "cut"))
+    assert qad_ck.meta["quantized"]["layers"] == 6 and qad_ck.meta["quantized"]["precision"] == "int8"
+    assert cut.meta["resumed"][0]["at_step"] == 2
+    w = {n: ck.model.state_dict() for n, ck in (("float", fp), ("qad", qad_ck), ("cut", cut))}
+    assert set(w["qad"]) == set(w["float"]), "the checkpoint holds a plain FashionBERT"
+    moved = max(float((w["qad"][k] - w["float"][k]).abs().max()) for k in w["float"] if "encoder.layer" in k)
+    assert moved > 1e-4, "training with INT8 fake quantization must differ from training without"
+    for k in w["qad"]:
+        assert float((w["qad"][k] - w["cut"][k]).abs().max()) < 1e-5, k
+
+
+def test_fake_quantization_covers_the_encoder_linear_layers_only(tiny_model, tiny_data):
+    from fbinfer.data.features import FeatureStore
+    from fbinfer.data.source import load_data
+    from fbinfer.distill import qad
+    from fbinfer.training.pairs import PairSampler, make_batch
+
+    ck, data = load_checkpoint(tiny_model), load_data(tiny_data)
+    store = FeatureStore(data, ck.config).ensure(data.train)
+    sampler = PairSampler(data.train, 0, 8)
+    batches = [make_batch(*sampler.pairs(i), ck.tokenizer(), store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(2)]
+    b, model = batches[0], ck.model.eval()
+    with torch.no_grad():
+        before = model(b.input_ids, b.attention_mask, b.patches).logit
+    layers = qad.fake_quantize(model, batches)
+    assert len(layers) == 6 * ck.config.num_layers and all(".encoder.layer." in n for n in layers)
+    with torch.no_grad():
+        after = model(b.input_ids, b.attention_mask, b.patches).logit
+        plain = qad.plain_copy(model)(b.input_ids, b.attention_mask, b.patches).logit
+    assert float((after - before).abs().max()) > 1e-4, "the quantizers round"
+    assert torch.equal(plain, before), "without its quantizers the model is the FP32 one"

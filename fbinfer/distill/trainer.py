@@ -17,6 +17,7 @@ from torch import nn
 
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
+from fbinfer.distill import qad
 from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
@@ -86,6 +87,7 @@ class DistillConfig:
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     dropout: float | None = None  # the student's dropout; None keeps the teacher's
     precision: str = "fp32"  # of both forward passes: fp32 or bf16 (autocast; weights and optimizer stay fp32)
+    quantize: str | None = None  # "int8": the student learns with INT8 fake quantization in the loop (fbinfer.distill.qad)
     mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
     mpm_prob: float = 0.1
     checkpoint_every: int = 200
@@ -101,6 +103,8 @@ class DistillConfig:
             raise FbinferError(f"--extra-negatives: must be >= 0, got {self.extra_negatives}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise FbinferError(f"--dropout: must be in [0, 1), got {self.dropout}")
+        if self.quantize is not None and self.quantize not in qad.QUANTIZE:
+            raise FbinferError(f"--quantize: choose from {', '.join(qad.QUANTIZE)}, not {self.quantize!r}")
         return self
 
 
@@ -241,6 +245,20 @@ def resume_history(previous: dict, step: int, settings: dict) -> list[dict]:
     return [*previous.get("resumed", []), {"at_step": step, "changed": changed}]
 
 
+def _fake_quantize(student: FashionBert, dc: DistillConfig, data: DataSource, tok, store: FeatureStore,
+                   state: dict | None) -> dict | None:
+    """With ``--quantize``: fake quantizers into the student, calibrated on four training batches
+    (apart from training's), or their ranges from the resume state; what it did, for the meta."""
+    if not dc.quantize:
+        return None
+    sampler = PairSampler(data.train, dc.seed + 2, dc.batch_size)
+    batches = [make_batch(*sampler.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
+    layers = qad.fake_quantize(student, batches, dc.quantize)
+    if state and state.get("quantizers"):  # a run begun without --quantize calibrates afresh
+        qad.restore_quantizers(student, state["quantizers"])
+    return {"precision": dc.quantize, "by": f"nvidia-modelopt {qad.version()}", "scheme": qad.SCHEME, "layers": len(layers)}
+
+
 def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
             resume: bool = False, force: bool = False) -> DistillResult:
     """Distil and write ``out`` (and ``out.resume``); the main process holds a lock on it. An
@@ -296,6 +314,7 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         probe = [make_batch(*probing.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
         student_ck, init_map, kept = make_student(teacher_ck, spec, probe)
     lmap = layer_map(teacher_ck.config.num_layers, student_ck.config.num_layers)  # TinyBERT's uniform map
+    quantized = _fake_quantize(student_ck.model, dc, data, tok, store, state)
     if dc.dropout is not None:
         for m in student_ck.model.modules():
             if isinstance(m, nn.Dropout):
@@ -317,7 +336,8 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
     meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(),
             "init_layers": init_map, "layer_map": lmap,
             "student": asdict(spec), "distill": settings, "world_size": env.world,
-            "resumed": resume_history(student_ck.meta, step, settings) if state else []}
+            "resumed": resume_history(student_ck.meta, step, settings) if state else [],
+            **({"quantized": quantized} if dc.quantize else {})}
     distiller.train()
 
     def one_step(step: int) -> dict[str, float]:
@@ -331,9 +351,11 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         rngs = env.rng_states()
         if env.main:
             info = {**meta, "steps": step, "train_seconds": round(seconds, 1), "last": last}
-            train_state = {**optim.state(step, seconds, rngs), "proj": distiller.proj.state_dict()}
-            save_checkpoint(Checkpoint(distiller.student, student_ck.vocab, info, train_state), resume_path(out))
-            save_checkpoint(Checkpoint(distiller.student, student_ck.vocab, info), out)
+            train_state = {**optim.state(step, seconds, rngs), "proj": distiller.proj.state_dict(),
+                           "quantizers": qad.quantizer_state(distiller.student)}
+            plain = qad.plain_copy(distiller.student) if dc.quantize else distiller.student
+            save_checkpoint(Checkpoint(plain, student_ck.vocab, info, train_state), resume_path(out))
+            save_checkpoint(Checkpoint(plain, student_ck.vocab, info), out)
 
     step, seconds, last = loop.run(one_step, save, start=step, total=total, elapsed=elapsed,
                                    log=out.with_name(out.stem + ".distill.jsonl"), desc=f"distill {student_ck.config.name}",
