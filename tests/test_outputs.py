@@ -111,16 +111,26 @@ def _dead_pid() -> int:
     return p.pid
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 12 MB tmpfs: room for one tiny checkpoint (9 MB) but not for a second beside it."""
+def _tmpfs(tmp_path, size: str):
     mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], check=False, capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=False, capture_output=True, text=True)
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs here to fill a disk ({r.stderr.strip() or 'mount failed'})")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 12 MB tmpfs: room for one tiny checkpoint (9 MB) but not for a second beside it."""
+    yield from _tmpfs(tmp_path, "12m")
+
+
+@pytest.fixture
+def disk_40m(tmp_path):
+    """A 40 MB tmpfs: room for one tiny embedding model (its text tower keeps BERT's 30,522-token vocab)."""
+    yield from _tmpfs(tmp_path, "40m")
 
 
 def test_a_full_disk_keeps_the_last_good_checkpoint(small_disk, tiny_model):
@@ -134,6 +144,44 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(small_disk, tiny_model):
     with pytest.raises(FbinferError, match=rf"{out}: cannot write it \(No space left on device\) \(the earlier one is kept\)"):
         save_checkpoint(ck, out)
     assert out.read_bytes() == good and [p.name for p in small_disk.iterdir()] == ["m.pt"]
+
+
+def test_a_full_disk_keeps_the_last_good_embedding_model(disk_40m):
+    """The embedding model has the checkpoint's discipline: a save that meets a full disk is one
+    line, and the earlier file stays whole and loadable."""
+    import torch
+
+    from fbinfer.search.checkpoint import EmbedCheckpoint, load_embed, save_embed
+    from fbinfer.search.config import EmbedConfig
+    from fbinfer.search.model import DualEncoder
+
+    torch.manual_seed(0)
+    ck = EmbedCheckpoint(DualEncoder(EmbedConfig(tiny=True, init=None)), [f"t{i}" for i in range(30522)], {"steps": 1})
+    out = disk_40m / "embed.pt"
+    save_embed(ck, out)
+    good = out.read_bytes()
+    with (disk_40m / "filler").open("wb") as f:  # fill what is left
+        try:
+            while True:
+                f.write(bytes(1 << 20))
+        except OSError:
+            pass
+    ck.meta["steps"] = 2
+    with pytest.raises(FbinferError, match=rf"{out}: cannot write it \(No space left on device\) \(the earlier one is kept\)"):
+        save_embed(ck, out)
+    assert out.read_bytes() == good and load_embed(out).meta == {"steps": 1}
+    assert sorted(p.name for p in disk_40m.iterdir()) == ["embed.pt", "filler"]
+
+
+def test_an_embedding_model_without_its_format_version_is_refused(tmp_path):
+    import torch
+
+    from fbinfer.search.checkpoint import FORMAT, load_embed
+
+    old = tmp_path / "old.pt"
+    torch.save({"format": FORMAT, "config": {}, "state_dict": {}, "vocab": []}, old)
+    with pytest.raises(FbinferError, match=rf"{old}: embedding model format version None is not supported"):
+        load_embed(old)
 
 
 @pytest.mark.parametrize("command", ["synth", "eval"])

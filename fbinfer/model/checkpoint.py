@@ -53,6 +53,12 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
     }
     if ckpt.train_state is not None:
         blob["train_state"] = ckpt.train_state
+    write_torch(blob, path)
+
+
+def write_torch(blob: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """``torch.save`` under a temporary name, renamed when complete: a failed write (a full disk)
+    keeps the earlier file and raises the OSError itself (fbinfer.fileio turns it into one line)."""
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         try:
             torch.save(blob, f)

@@ -13,12 +13,14 @@ from typing import Any
 import torch
 
 from fbinfer.errors import FbinferError, first_line
-from fbinfer.fileio import atomic_path, sha256
+from fbinfer.fileio import sha256
+from fbinfer.model.checkpoint import write_torch
 from fbinfer.model.tokenizer import TextTokenizer
 from fbinfer.search.config import EmbedConfig
 from fbinfer.search.model import DualEncoder
 
 FORMAT = "fbinfer.embed"
+FORMAT_VERSION = 1  # files written before versions carried none: they are refused (retrain with fbinfer embed train)
 
 
 @dataclass
@@ -44,11 +46,11 @@ class EmbedCheckpoint:
 
 
 def save_embed(ck: EmbedCheckpoint, path: str | os.PathLike[str]) -> None:
-    blob = {"format": FORMAT, "config": ck.config.to_dict(), "state_dict": ck.model.state_dict(), "vocab": ck.vocab, "meta": ck.meta}
+    blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": ck.config.to_dict(), "state_dict": ck.model.state_dict(),
+            "vocab": ck.vocab, "meta": ck.meta}
     if ck.train_state is not None:
         blob["train_state"] = ck.train_state
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.save(blob, f)
+    write_torch(blob, path)
 
 
 def load_embed(path: str | os.PathLike[str], with_train_state: bool = False) -> EmbedCheckpoint:
@@ -62,6 +64,9 @@ def load_embed(path: str | os.PathLike[str], with_train_state: bool = False) -> 
         raise FbinferError(f"{p}: not a readable embedding model ({type(e).__name__}: {first_line(e, 120)})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise FbinferError(f"{p}: not an fbinfer embedding model (no '{FORMAT}' format tag; a FashionBERT checkpoint is not one)")
+    if blob.get("format_version") != FORMAT_VERSION:
+        raise FbinferError(f"{p}: embedding model format version {blob.get('format_version')} is not supported "
+                           f"(this fbinfer reads {FORMAT_VERSION}; retrain with fbinfer embed train)")
     cfg = EmbedConfig.from_dict(blob.get("config"), f"{p}: config")
     model = DualEncoder(cfg)
     try:
