@@ -109,8 +109,10 @@ def train_cmd(
         rec = find_recipe(recipe, "train")
         refuse_beside_recipe(ctx, recipe)
         console.print(rec.describe(recipe))
-        train_recipe(rec, load_data(data), out, console, seed, checkpoint_every, resume, force)
-        console.print(f"wrote {out} (recipe {recipe}: {rec.result})")
+        source = load_data(data)
+        train_recipe(rec, source, out, console, seed, checkpoint_every, resume, force)
+        console.print(f"wrote {out}")
+        console.print(rec.measured(recipe, out, source))
         return
     try:
         weights = tuple(float(x) for x in fixed_weights.split(","))
@@ -186,7 +188,7 @@ def distill_cmd(
     if recipe:
         console.print(rec.describe(recipe))
         distill_recipe(rec, teacher, source, out, console, seed, checkpoint_every, resume, force)
-        done = f"wrote {out} (recipe {recipe}: {rec.result})"
+        done = f"wrote {out}"
     else:
         result = distill(teacher, source, StudentSpec(layers, hidden, heads, init_layers), dc, out, resume=resume, force=force)
         done = (f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s (student layers started as teacher "
@@ -200,6 +202,8 @@ def distill_cmd(
         if json_out:
             write_comparison(json_out, r["teacher"], {out.name: r[out.name]})
             console.print(f"wrote {json_out}")
+    if recipe:
+        console.print(rec.measured(recipe, out, source, teacher))
 
 
 @app.command("eval")

@@ -40,6 +40,20 @@ class Recipe:
         """The line a recipe run starts with: what it takes and what it made before."""
         return f"recipe {name}: about {self.minutes} min on 2 cores ({self.timing}); made {self.result}"
 
+    def measured(self, name: str, out: Path, data: DataSource, teacher: Path | None = None) -> str:
+        """The line a recipe run ends with: the Rank@1 of the model it just made, evaluated now on
+        ``fbinfer eval``'s lists (a distilled one beside its teacher's), then the documented run's."""
+        from fbinfer.distill.compare import kept, ranking
+
+        r = ranking(out, data)
+        i2t, t2i = (r["rank"][d] for d in ("image_to_text", "text_to_image"))
+        line = (f"recipe {name}: {out} measured Rank@1 {i2t['rank1']:.1f} / {t2i['rank1']:.1f} (image -> text / text -> image, "
+                f"{i2t['queries']} queries x {i2t['candidates']} candidates)")
+        if teacher is not None:
+            t = ranking(teacher, data)
+            line += f", {kept(r, t, 'image_to_text'):.0f} / {kept(r, t, 'text_to_image'):.0f} % of its teacher's"
+        return f"{line}; the documented run made {self.result}"
+
 
 RECIPES: dict[str, Recipe] = {
     "teacher": Recipe(

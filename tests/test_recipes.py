@@ -68,3 +68,28 @@ def test_recipe_errors_are_one_line(tiny_data, tiny_model, tmp_path):
         (["distill", str(tiny_model), "-o", out, "--recipe", "student", "--layers", "1"], "--recipe student: sets its own options; drop --layers"),
     ])
     assert not Path(out).exists()
+
+
+def test_a_recipe_run_ends_with_what_it_measured_on_the_model_it_made(tiny_data, tmp_path, monkeypatch):
+    """The last line names the Rank@1 of the checkpoint just written, as ``fbinfer eval`` measures
+    it, and shows the documented run's figures only as such (a recipe that printed its stored
+    string as its result fails)."""
+    import json
+    import re
+    from dataclasses import replace
+
+    from helpers import run_cli_here
+
+    from fbinfer import recipes
+
+    monkeypatch.setitem(recipes.RECIPES, "tiny", replace(TINY, result="DOCUMENTED FIGURES"))
+    out = tmp_path / "t.pt"
+    r = run_cli_here("train", "--recipe", "tiny", "--data", str(tiny_data), "-o", str(out))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    said = " ".join(r.stdout.split())
+    assert run_cli_here("eval", str(out), "--data", str(tiny_data), "--json", str(tmp_path / "e.json")).returncode == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    i2t, t2i = e["image_to_text"]["rank1"], e["text_to_image"]["rank1"]
+    m = re.search(rf"recipe tiny: {re.escape(str(out))} measured Rank@1 ([\d.]+) / ([\d.]+) .*the documented run made DOCUMENTED FIGURES",
+                  said)
+    assert m and (float(m[1]), float(m[2])) == (round(i2t, 1), round(t2i, 1)), said[-600:]
