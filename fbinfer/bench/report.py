@@ -15,7 +15,7 @@ def _label(r: dict) -> str:
     return f"{r['backend']} {r['precision']} ({r['variant']})" + (" [peer]" if r.get("peer") else "")
 
 
-def _ci(d: dict | None, side: str) -> str:
+def ci_text(d: dict | None, side: str) -> str:
     """'+0.31 [-0.40, +1.02]' points of Rank@1, or 'ref'."""
     if not d:
         return "ref"
@@ -60,7 +60,7 @@ def bench_table(result: dict) -> Table:
         table.add_row(r["model"], r["key"] + (" (peer)" if r.get("peer") else ""), str(r["batch"] or "-"),
                       f"{r['pairs_per_s']:.1f}" if timed else "-", f"{r['latency_ms']['p50']:.2f}" if timed else "-",
                       f"{r['latency_ms']['p99']:.2f}" if timed else "-", f"{r['pct_of_peak']:.1f}" if timed else "-",
-                      _ci(d, "i2t"), _ci(d, "t2i"), f"{100 * d['top1_agreement']:.1f}%" if d else "ref",
+                      ci_text(d, "i2t"), ci_text(d, "t2i"), f"{100 * d['top1_agreement']:.1f}%" if d else "ref",
                       d["verdict"] if d else "ref", str(d["queries"] if d else r["rank"]["image_to_text"]["queries"]),
                       f"{d['max_abs_dlogit']:.0e}" if d else "ref")
     return table
@@ -143,7 +143,7 @@ def write_report(result: dict, folder: Path) -> list[Path]:
             r["model"], r["backend"], r["precision"], r["variant"], "yes" if r.get("peer") else "", r["batch"] or "-",
             r.get("pairs_per_s", "-"), lat.get("p50", "-") if t else "-", lat.get("p95", "-") if t else "-",
             lat.get("p99", "-") if t else "-", r.get("pct_of_peak", "-"), r["rank"]["image_to_text"]["rank1"],
-            r["rank"]["text_to_image"]["rank1"], _ci(d, "i2t"), _ci(d, "t2i"), d["top1_agreement"] if d else "ref",
+            r["rank"]["text_to_image"]["rank1"], ci_text(d, "i2t"), ci_text(d, "t2i"), d["top1_agreement"] if d else "ref",
             d["verdict"] if d else "ref", d["queries"] if d else r["rank"]["image_to_text"]["queries"], ties,
             d["spearman"] if d else "ref", f"{d['max_abs_dlogit']:.2e}" if d else "ref")) + " |")
     if result.get("summary"):

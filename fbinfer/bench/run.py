@@ -112,9 +112,8 @@ def tuned_variant(v: Variant, mb: ModelBench) -> Variant | str:
     found = tuned(mb.bundle, v.backend)
     if found is None:
         return f"no plan for {v.backend} in the bundle (run fbinfer tune {mb.bundle.folder})"
-    plan, record = found
-    return replace(v, precision=plan.precision, variant=f"fbinfer tune's plan: {plan.name}",
-                   options=tuple(plan.options(mb.bundle.file(record["file"])).items()))
+    plan, options = found
+    return replace(v, precision=plan.precision, variant=f"fbinfer tune's plan: {plan.name}", options=tuple(options.items()))
 
 
 def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
@@ -206,14 +205,15 @@ def measure_drift(mb: ModelBench, opened: list[tuple[Variant, Runner]], bc: Benc
         rows.append(Row(mb.name, v.key, v.backend, effective_precision(v, settings), v.variant, v.peer, settings,
                         rank_report(pairs.matrices(flat, queries)), d, round(time.perf_counter() - start, 2)))
         left = (time.perf_counter() - began) / (n + 1) * (len(opened) - n - 1)
-        progress(f"{mb.name}: {v.key}: " + (_said(d) if d else "reference") + f" ({rows[-1].drift_seconds:.0f} s; "
+        progress(f"{mb.name}: {v.key}: " + (verdict_line(d) if d else "reference") + f" ({rows[-1].drift_seconds:.0f} s; "
                  f"about {left / 60:.1f} min of drift left for this model)")
     furthest = max(k for k, end in enumerate(pairs.batches_at) if end <= len(reference.logits))  # no pair scored for this alone
     next(r for r in rows if r.key == REFERENCE).rank = rank_report(pairs.matrices(reference.upto(furthest), pairs.looks[furthest]))
     return rows, pairs
 
 
-def _said(d: RowDrift) -> str:
+def verdict_line(d: RowDrift) -> str:
+    """'within at 992 queries (i2t +0.10 [-0.46, +0.71], t2i ... points of Rank@1)': a progress line's drift."""
     parts = [f"{k} {p.delta:+.2f} [{p.low:+.2f}, {p.high:+.2f}]" for k, p in zip(("i2t", "t2i"), d.directions.values())]
     return f"{d.verdict} at {d.queries} queries ({', '.join(parts)} points of Rank@1)"
 

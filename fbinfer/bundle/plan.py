@@ -4,6 +4,7 @@ and how ``fbinfer.load`` and the bench's tuned rows read it back."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,9 @@ class Plan:
 
 
 def tuned(bundle, backend: str) -> tuple[Plan, dict[str, Any]] | None:
-    """The plan ``fbinfer tune`` chose for ``backend`` and its record, or None. Warns when this
-    CPU's instruction-set flags differ from the ones it was measured on: the choice may not hold."""
+    """The plan ``fbinfer tune`` chose for ``backend`` and the runner options that run it (its
+    graph in the bundle, its hints), or None. Warns when this CPU's instruction-set flags differ
+    from the ones it was measured on: the choice may not hold."""
     tuning = bundle.manifest.get("tuning")
     record = (tuning or {}).get("plans", {}).get(backend)
     if not record:
@@ -63,16 +65,12 @@ def tuned(bundle, backend: str) -> tuple[Plan, dict[str, Any]] | None:
     if here != there:
         warnings.warn(f"{bundle.folder}: tuned on a CPU with {', '.join(there) or 'no listed flags'}; this one has "
                       f"{', '.join(here) or 'none of them'}: re-run fbinfer tune here", stacklevel=4)
-    return Plan.from_dict(record), record
+    plan = Plan.from_dict(record)
+    return plan, plan.options(bundle.file(record["file"]))
 
 
-def tuned_runner_args(bundle, backend: str) -> tuple[str, dict[str, Any]] | None:
-    """(precision, runner options) of the tuned plan of ``backend``, or None."""
-    found = tuned(bundle, backend)
-    return (found[0].precision, found[0].options(bundle.file(found[1]["file"]))) if found else None
-
-
-def fastest_tuned(bundle, available: tuple[str, ...]) -> str | None:
-    """The backend, among ``available``, whose tuned plan measured the most pairs/s."""
-    plans = {b: r for b, r in (bundle.manifest.get("tuning") or {}).get("plans", {}).items() if b in available and r}
+def fastest_tuned(bundle, runs_here: Callable[[str], bool]) -> str | None:
+    """The backend whose tuned plan measured the most pairs/s, among those that ``runs_here``
+    (asked only of backends with a plan: an untuned bundle imports no engine to answer it)."""
+    plans = {b: r for b, r in (bundle.manifest.get("tuning") or {}).get("plans", {}).items() if r and runs_here(b)}
     return max(plans, key=lambda b: plans[b]["pairs_per_s"]) if plans else None

@@ -39,6 +39,11 @@ def _mtq():
     return mtq
 
 
+def check(quantize: str) -> None:
+    if quantize not in QUANTIZE:
+        raise FbinferError(f"--quantize: choose from {', '.join(QUANTIZE)}, not {quantize!r}")
+
+
 def version() -> str:
     import importlib.metadata
 
@@ -59,8 +64,7 @@ def int8_config() -> dict:
 def fake_quantize(model: FashionBert, batches: Iterable[PretrainBatch], quantize: str = "int8") -> list[str]:
     """Put fake quantizers into ``model`` in place and calibrate them on ``batches``; returns the
     names of the Linear layers now quantized."""
-    if quantize not in QUANTIZE:
-        raise FbinferError(f"--quantize: choose from {', '.join(QUANTIZE)}, not {quantize!r}")
+    check(quantize)
     batches = list(batches)
 
     def calibrate(m: nn.Module) -> None:

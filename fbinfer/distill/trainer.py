@@ -103,8 +103,8 @@ class DistillConfig:
             raise FbinferError(f"--extra-negatives: must be >= 0, got {self.extra_negatives}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise FbinferError(f"--dropout: must be in [0, 1), got {self.dropout}")
-        if self.quantize is not None and self.quantize not in qad.QUANTIZE:
-            raise FbinferError(f"--quantize: choose from {', '.join(qad.QUANTIZE)}, not {self.quantize!r}")
+        if self.quantize is not None:
+            qad.check(self.quantize)
         return self
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from fbinfer.backends.registry import backend as get_backend
 from fbinfer.backends.registry import open_runner
 from fbinfer.bundle import Bundle
-from fbinfer.bundle.plan import TUNED_BACKENDS, fastest_tuned, tuned_runner_args
+from fbinfer.bundle.plan import fastest_tuned, tuned
 from fbinfer.errors import FbinferError
 from fbinfer.runtime.images import bundle_extractor, torch_extractor
 from fbinfer.runtime.matcher import Matcher
@@ -58,11 +58,10 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
     elif p.is_dir():
         source = Bundle.open(p, verify)
         if backend is None:
-            here = tuple(b for b in TUNED_BACKENDS if not get_backend(b).unavailable())
             backend = ("tensorrt" if source.engines() and not get_backend("tensorrt").unavailable()
-                       else fastest_tuned(source, here) or "onnxruntime")
-        if precision is None and device in (None, "cpu") and (plan := tuned_runner_args(source, backend)):
-            precision, options = plan[0], {**plan[1], **options}
+                       else fastest_tuned(source, lambda b: not get_backend(b).unavailable()) or "onnxruntime")
+        if precision is None and device in (None, "cpu") and (found := tuned(source, backend)):
+            precision, options = found[0].precision, {**found[1], **options}
     elif p.is_file():
         from fbinfer.model.checkpoint import load_checkpoint
 

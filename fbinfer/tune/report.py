@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from fbinfer.bench.report import ci_text
+
 
 def tune_table(tuning: dict, title: str) -> Table:
     chosen = {p["name"] for p in tuning["plans"].values() if p}
@@ -15,6 +17,6 @@ def tune_table(tuning: dict, title: str) -> Table:
     for c in sorted(tuning["candidates"], key=lambda c: (c["backend"], -c["pairs_per_s"])):
         d = c["drift"]
         table.add_row(("* " if c["name"] in chosen else "  ") + c["name"], f"{c['pairs_per_s']:.0f}", f"{c['latency_ms']['p50']:.2f}",
-                      *(f"{d[s]['delta']:+.2f} [{d[s]['low']:+.2f}, {d[s]['high']:+.2f}]" for s in ("i2t", "t2i")),
+                      ci_text(d, "i2t"), ci_text(d, "t2i"),
                       f"{d['top1_agreement']:.3f}", c["verdict"], str(d["queries"]))
     return table

@@ -27,7 +27,7 @@ from fbinfer.backends.registry import open_runner
 from fbinfer.bench.config import BenchConfig
 from fbinfer.bench.drift import LazyScores, RowDrift, sequential_drift
 from fbinfer.bench.driftset import DriftPairs, drift_data
-from fbinfer.bench.run import ModelBench, resolve, time_rows, timing_feeds
+from fbinfer.bench.run import ModelBench, resolve, time_rows, timing_feeds, verdict_line
 from fbinfer.bundle import Bundle
 from fbinfer.bundle.plan import Plan
 from fbinfer.data.features import FeatureStore
@@ -164,10 +164,7 @@ def measure_drift(cands: list[Candidate], reference: LazyScores, tc: TuneConfig,
         start = time.perf_counter()
         c.drift = sequential_drift(reference, LazyScores(c.runner.infer, reference.pairs, c.plan.name), tc.max_drift, tc.lists)
         c.drift_seconds = round(time.perf_counter() - start, 2)
-        d = c.drift.to_dict()
-        progress(f"{c.plan.name}: {c.drift.verdict} at {c.drift.queries} queries (dR@1 i2t {d['i2t']['delta']:+.2f} "
-                 f"[{d['i2t']['low']:+.2f}, {d['i2t']['high']:+.2f}], t2i {d['t2i']['delta']:+.2f} "
-                 f"[{d['t2i']['low']:+.2f}, {d['t2i']['high']:+.2f}]; {c.drift_seconds:.0f} s)")
+        progress(f"{c.plan.name}: {verdict_line(c.drift)} ({c.drift_seconds:.0f} s)")
 
 
 def _time(mb: ModelBench, cands: list[Candidate], tc: TuneConfig, progress: Callable[[str], None]) -> None:
