@@ -60,7 +60,7 @@ class Requests:
 
     def rank(self, i: int) -> tuple[str, list, int]:
         texts = np.array([c.encode() for c in self.captions], dtype=object)
-        return "fashionbert_rank", [tensor("QUERY_PATCHES", self.feats[i % 16]), tensor("CANDIDATE_TEXTS", texts),
+        return "rerank", [tensor("QUERY_PATCHES", self.feats[i % 16]), tensor("CANDIDATE_TEXTS", texts),
                                     tensor("K", np.array([10], np.int32))], CANDIDATES
 
     def malformed(self, i: int) -> tuple[str, list, int]:

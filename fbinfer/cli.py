@@ -14,6 +14,8 @@ from fbinfer.bench.config import BenchConfig, DriftSetConfig
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import WRITE_ERRORS
 from fbinfer.outputs import check_writable
+from fbinfer.serve.config import CatalogOptions, Limits, api_key
+from fbinfer.serve.server import Ports
 from fbinfer.tune.config import TUNE_LISTS, TuneConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -154,6 +156,8 @@ def distill_cmd(
     dropout: Annotated[float | None, typer.Option(help="Student dropout (default: the teacher's).")] = None,
     precision: TrainPrecisionOpt = "fp32",
     quantize: Annotated[str | None, typer.Option(help="int8: quantization-aware distillation, INT8 fake quantization of the encoder's Linear layers in the loop (NVIDIA Model Optimizer).")] = None,
+    start: Annotated[Path | None, typer.Option("--from", help="Go on from this distilled student with a fresh schedule (its shape, layer map and "
+                                               "projections; e.g. --quantize int8 as a short fine-tune).")] = None,
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT.resume (with a larger --steps: extend a finished run; "
@@ -181,7 +185,7 @@ def distill_cmd(
         dc = DistillConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, temperature=temperature,
                            weights=LossWeights.parse(weights), extra_negatives=extra_negatives, hard_ratio=hard_ratio, lists=lists,
                            list_size=list_size, dropout=dropout, checkpoint_every=checkpoint_every, seed=seed,
-                           precision=precision, quantize=quantize).validate()
+                           precision=precision, quantize=quantize, start=str(start) if start else None).validate()
     source = load_data(load_checkpoint(teacher).training_data(data))
     if json_out:
         check_writable(json_out, "--json")
@@ -309,14 +313,27 @@ def tune_cmd(
 @app.command("serve")
 def serve_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder made by fbinfer export.")],
-    backend: Annotated[str, typer.Option(help="onnxruntime, openvino or tensorrt: what runs the bundle inside Triton.")] = "onnxruntime",
-    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 or int8, as the backend offers.")] = "fp32",
+    backend: Annotated[str | None, typer.Option(help="onnxruntime, openvino or tensorrt: what runs the bundle inside Triton (default: "
+                                                     "the backend of the fastest plan fbinfer tune chose, else onnxruntime).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16, bf16 or int8, as the backend offers (default: its tuned plan, "
+                                                       "else fp32).")] = None,
     http_port: Annotated[int, typer.Option(help="Triton's HTTP/REST port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="Triton's gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Triton's Prometheus metrics port.")] = 8002,
     max_batch: Annotated[int, typer.Option(help="Largest batch Triton's dynamic batcher forms.")] = 64,
     max_queue_delay_us: Annotated[int, typer.Option(help="How long the dynamic batcher waits to fill a batch.")] = 500,
     instances: Annotated[int, typer.Option(help="Model instances (processes) per model.")] = 1,
+    index: Annotated[Path | None, typer.Option(help="Serve this catalogue index too: Triton model search, REST POST /v1/search, item ids in "
+                                                    "/v1/rerank; fbinfer index add while serving is picked up without a restart.")] = None,
+    rest_port: Annotated[int, typer.Option(help="fbinfer's REST front: /v1/rerank (Cohere's form), /v1/search, /health.")] = Ports.rest,
+    depth: Annotated[int, typer.Option(help="Candidates a search reranks by default (0: the dual encoder alone).")] = CatalogOptions.depth,
+    ranking_instances: Annotated[int, typer.Option(help="Instances of the rerank and search models: concurrent queries whose rerank "
+                                                        "pairs Triton's batcher merges.")] = CatalogOptions.instances,
+    max_documents: Annotated[int, typer.Option(help="Most documents per rerank request (and the largest k or depth of a search).")] = Limits.documents,
+    max_body_mb: Annotated[float, typer.Option(help="Largest REST request body, MB.")] = Limits.body_bytes / 2**20,
+    max_caption_chars: Annotated[int, typer.Option(help="Longest caption a REST request may send.")] = Limits.caption_chars,
+    api_key_file: Annotated[Path | None, typer.Option(help="A file holding a shared secret: REST requests must send Authorization: Bearer "
+                                                           "SECRET (all but /health). Or set FBINFER_API_KEY.")] = None,
     repository: Annotated[Path | None, typer.Option(help="Write the served repository here and keep it (default: a temporary one).")] = None,
     write_repository: Annotated[Path | None, typer.Option(help="Only write the GPU repository for NVIDIA's Triton container here; serve nothing.")] = None,
     platform: Annotated[str, typer.Option(help="With --write-repository: onnxruntime or tensorrt.")] = "onnxruntime",
@@ -324,13 +341,14 @@ def serve_cmd(
     """Serve a bundle with NVIDIA Triton Inference Server (foreground; Ctrl-C or SIGTERM stops it)."""
     from fbinfer.serve.run import ServeConfig, serve
     from fbinfer.serve.run import write_repository as write_gpu
-    from fbinfer.serve.server import Ports
 
     if write_repository is not None:
-        out = write_gpu(bundle, write_repository, platform, precision, max_batch, max_queue_delay_us)
+        out = write_gpu(bundle, write_repository, platform, precision or "fp32", max_batch, max_queue_delay_us)
         console.print(f"wrote {out} (platform {platform}); run it on a GPU with NVIDIA's Triton container, see README")
         return
-    sc = ServeConfig(backend, precision, Ports(http_port, grpc_port, metrics_port), max_batch, max_queue_delay_us, instances)
+    sc = ServeConfig(backend, precision, Ports(http_port, grpc_port, metrics_port, rest_port), max_batch, max_queue_delay_us, instances,
+                     CatalogOptions(index, depth, max_documents, ranking_instances),
+                     Limits(int(max_body_mb * 2**20), max_documents, max_caption_chars), api_key(api_key_file))
     serve(bundle, sc, repository, log=console.print)
 
 

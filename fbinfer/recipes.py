@@ -4,7 +4,8 @@
 A recipe is a list of runs. A run trains to its first step count, then extends itself to each
 further count with a resume (the linear schedule restarts at the remaining share of the peak lr,
 as the documented models were made). A later run of a training recipe fine-tunes the previous
-run's model (``--from``). Runs before the last write ``OUT.runN.pt``, next to ``OUT``.
+run's model (``--from``), as a later run of a distillation recipe goes on from the student before it.
+Runs before the last write ``OUT.runN.pt``, next to ``OUT``.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class Recipe:
         if teacher is not None:
             t = ranking(teacher, data)
             line += f", {kept(r, t, 'image_to_text'):.0f} / {kept(r, t, 'text_to_image'):.0f} % of its teacher's"
+        if self.runs[-1].options.get("quantize"):
+            line += "; " + int8_drift(out)
         return f"{line}; the documented run made {self.result}"
 
 
@@ -75,7 +78,28 @@ RECIPES: dict[str, Recipe] = {
         {"layers": 2},
         "Rank@1 67.5 / 68.3 from the teacher-short teacher (106 / 96 % kept) at 2.91x its pairs/s, run as this one command (docs/results/distillation.md)",
         94, "bf16, one command on 2026-12-03 from the teacher-short teacher: 94.3 min; by hand in two sessions about 77"),
+    "student-int8": Recipe(
+        "distill",
+        (Run((3000, 4500), {"lr": 3e-4, "precision": "bf16"}),
+         Run((600,), {"lr": 5e-5, "precision": "bf16", "quantize": "int8"})),  # QAD as a short fine-tune of the student
+        {"layers": 2},
+        "nothing yet at this length; its QAD fine-tune of the demo student is in docs/results/tune.md",
+        98, "not run as one command: the student recipe's 94 min plus 600 QAD steps at 0.37 s (measured on the demo student)"),
 }
+
+
+def int8_drift(model: Path, row: str = "ov-int8-bf16") -> str:
+    """How the model's INT8 graph (NNCF, OpenVINO) ranks against its own fp32 form, on the bench's
+    drift set: what quantization-aware distillation is for. Exports the bundle if there is none."""
+    from fbinfer.bench.config import BenchConfig
+    from fbinfer.bench.run import bench
+
+    r = next(x for x in bench([model], None, BenchConfig(batches=(64,), backends=(row,)), progress=lambda _: None)["results"]
+             if x["key"] == row)
+    d = r["drift"]
+    sides = " / ".join(f"{d[s]['delta']:+.1f} [{d[s]['low']:+.1f}, {d[s]['high']:+.1f}]" for s in ("i2t", "t2i"))
+    return (f"its INT8 graph ({row}) against its own fp32: top-1 agreement {d['top1_agreement']:.1%}, "
+            f"dRank@1 {sides}, {d['verdict']} the {d['bar']:g}-point bar ({d['queries']} queries)")
 
 
 def find_recipe(name: str, command: str) -> Recipe:
@@ -139,7 +163,8 @@ def distill_recipe(r: Recipe, teacher: Path, data: DataSource, out: Path, consol
     from fbinfer.distill.trainer import DistillConfig, distill
 
     def segment(run: Run, steps: int, path: Path, previous: Path | None, cont: bool, replace: bool) -> None:
-        dc = DistillConfig(steps=steps, seed=seed, checkpoint_every=checkpoint_every, **run.options).validate()
+        dc = DistillConfig(steps=steps, seed=seed, checkpoint_every=checkpoint_every, start=str(previous) if previous else None,
+                           **run.options).validate()
         distill(teacher, data, StudentSpec(**r.model), dc, path, resume=cont, force=replace)
 
     run_recipe(r, out, segment, console, resume, force)

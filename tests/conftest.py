@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny synthetic catalogue, a tiny model whose scores spread over units, and its
-bundle, made once per session."""
+"""Shared fixtures: a tiny synthetic catalogue, a tiny model whose scores spread over units, its
+bundle, and a tiny dual encoder with a catalogue index of the test split, made once per session."""
 from __future__ import annotations
 
 import os
@@ -42,4 +42,26 @@ def tiny_bundle(tiny_model, tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "tiny.bundle"
     calib = CalibrationConfig(batches=2, batch_size=16)
     export_bundle(tiny_model, load_data(tiny_data), out, ExportConfig(max_batch=64, calibration=calib, parity_queries=4))
+    return out
+
+
+@pytest.fixture(scope="session")
+def embed_model(tiny_data, tmp_path_factory) -> Path:
+    from fbinfer.data.source import load_data
+    from fbinfer.search.config import EmbedConfig
+    from fbinfer.search.train import EmbedTrainConfig, train_embed
+
+    out = tmp_path_factory.mktemp("embed") / "embed.pt"
+    train_embed(load_data(tiny_data), EmbedConfig(tiny=True, dropout=0.0), EmbedTrainConfig(steps=30, batch_size=16, head_lr=2e-3, lr=2e-3), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_index(embed_model, tiny_data, tmp_path_factory) -> Path:
+    """A flat index of the tiny catalogue's test split (the train split is left to add)."""
+    from fbinfer.data.source import load_data
+    from fbinfer.search.index import build_index
+
+    out = tmp_path_factory.mktemp("index") / "catalog.index"
+    build_index(embed_model, load_data(tiny_data), out, kind="flat", split="test")
     return out

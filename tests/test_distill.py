@@ -297,6 +297,8 @@ def test_distill_errors_are_one_line(tiny_model, tiny_data, tmp_path):
         (["distill", str(tiny_model), "-o", str(tmp_path / "d.pt"), "--weights", "kd=1,foo=2", *base], "unknown loss term"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "f.pt"), "--precision", "fp16", *base], "--precision 'fp16'"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "g.pt"), "--quantize", "int4", *base], "--quantize: choose from int8, not 'int4'"),
+        (["distill", str(tiny_model), "-o", str(tmp_path / "h.pt"), "--from", str(tmp_path / "none.pt"), *base], "--from"),
+        (["distill", str(tiny_model), "-o", str(tmp_path / "i.pt"), "--from", str(tiny_model), *base], "not a distilled student"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "e.pt"), "--data", str(foreign), "--steps", "1"],
          "unknown to the teacher's vocab"),
     ]

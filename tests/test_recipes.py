@@ -46,16 +46,36 @@ def test_a_distillation_recipe_extends_its_run(tiny_model, tiny_data, tmp_path):
     assert meta["steps"] == 3 and meta["resumed"][0]["at_step"] == 2 and meta["student"]["layers"] == 1
 
 
+def test_a_later_distillation_run_goes_on_from_the_student_before_it(tiny_model, tiny_data, tmp_path):
+    """student-int8's shape: a plain run, then QAD from its result (``--from``), not from the teacher's layers."""
+    from fbinfer.data.source import load_data
+    from fbinfer.fileio import sha256
+
+    r = Recipe("distill", (Run((2,), {"batch_size": 8, "lr": 1e-2, "warmup": 0.0}), Run((2,), {"batch_size": 8, "lr": 5e-5, "quantize": "int8"})),
+               {"layers": 1}, "-", 0, "-")
+    out = tmp_path / "student.pt"
+    distill_recipe(r, tiny_model, load_data(tiny_data), out, Console(quiet=True))
+    first, last = load_checkpoint(tmp_path / "student.run1.pt"), load_checkpoint(out)
+    assert last.meta["from"]["path"] == str(tmp_path / "student.run1.pt") and last.meta["quantized"]["precision"] == "int8"
+    assert last.meta["init_layers"] == first.meta["init_layers"] and last.meta["steps"] == 2
+    assert last.meta["from"]["sha256"] == sha256(tmp_path / "student.run1.pt")
+    # run 1 moved its weights about 2e-2 (two Adam steps at lr 1e-2); run 2's two steps at 5e-5 stay near them
+    gap = max((v - last.model.state_dict()[k]).abs().max().item() for k, v in first.model.state_dict().items() if v.is_floating_point())
+    assert 0 < gap < 1e-3, gap
+
+
 def test_named_recipes_are_the_documented_chains():
     teacher = find_recipe("teacher", "train")
     assert [r.steps for r in teacher.runs] == [(1200, 1800, 3000), (600,)]
     assert teacher.runs[0].options["hard_ratio"] == 1.0 and teacher.runs[1].options == {
         "hard_ratio": 0.5, "lr": 5e-5, "head_lr": 5e-5, "precision": "bf16"}
     assert find_recipe("student", "distill").runs[0].steps == (3000, 4500)
+    qad = find_recipe("student-int8", "distill")
+    assert qad.runs[0] == find_recipe("student", "distill").runs[0] and qad.runs[1].options["quantize"] == "int8"
     assert find_recipe("teacher-short", "train").describe("teacher-short").startswith(
         "recipe teacher-short: about 60 min on 2 cores (fp32, one command")
     assert {r.command for r in RECIPES.values()} == {"train", "distill"}
-    with pytest.raises(FbinferError, match="unknown distill recipe 'teacher'; choose from student"):
+    with pytest.raises(FbinferError, match="unknown distill recipe 'teacher'; choose from student, student-int8"):
         find_recipe("teacher", "distill")
 
 

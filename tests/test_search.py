@@ -27,25 +27,11 @@ TINY = EmbedConfig(tiny=True, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
-def embed_model(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("embed") / "embed.pt"
-    train_embed(load_data(tiny_data), TINY, EmbedTrainConfig(steps=30, batch_size=16, head_lr=2e-3, lr=2e-3), out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def embed_bundle(embed_model, tiny_data, tmp_path_factory):
     from fbinfer.search.export import export_embed
 
     out = tmp_path_factory.mktemp("ebundle") / "embed.bundle"
     export_embed(embed_model, load_data(tiny_data), out, samples=16)
-    return out
-
-
-@pytest.fixture(scope="module")
-def test_index(embed_model, tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("index") / "catalog.index"
-    build_index(embed_model, load_data(tiny_data), out, kind="flat", split="test")
     return out
 
 

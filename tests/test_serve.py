@@ -87,12 +87,12 @@ def test_scores_equal_in_process(server, matcher, blobs, protocol):
 def test_rank_equals_in_process(server, matcher, blobs):
     client = tg.InferenceServerClient(server.grpc_url)
     k = np.array([3], np.int32)
-    r = client.infer("fashionbert_rank", inputs(tg, QUERY_TEXT=strings([TEXTS[1].encode()], False),
+    r = client.infer("rerank", inputs(tg, QUERY_TEXT=strings([TEXTS[1].encode()], False),
                                                 CANDIDATE_IMAGES=strings(blobs, False), K=k))
     want = matcher.rank(TEXTS[1], blobs, k=3)
     assert r.as_numpy("INDICES").tolist() == want.indices.tolist()
     assert np.abs(r.as_numpy("SCORES") - want.scores).max() <= 1e-5
-    r = client.infer("fashionbert_rank", inputs(tg, QUERY_IMAGE=strings([blobs[2]], False),
+    r = client.infer("rerank", inputs(tg, QUERY_IMAGE=strings([blobs[2]], False),
                                                 CANDIDATE_TEXTS=strings([t.encode() for t in TEXTS], False), K=k))
     assert r.as_numpy("INDICES").tolist() == matcher.rank(blobs[2], TEXTS, k=3, direction="image_to_text").indices.tolist()
 
@@ -137,7 +137,8 @@ def test_serve_cli_stops_on_sigterm(tiny_bundle, tmp_path):
     no server or stub process left."""
     ports, repo = Ports.free(), tmp_path / "repo"
     p = subprocess.Popen([sys.executable, "-m", "fbinfer.cli", "serve", str(tiny_bundle), "--http-port", str(ports.http),
-                          "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--repository", str(repo)],
+                          "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--rest-port", str(ports.rest),
+                          "--repository", str(repo)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client, probe = th.InferenceServerClient(f"localhost:{ports.http}"), TritonServer(repo, ports)
     deadline = time.monotonic() + 90
@@ -170,7 +171,11 @@ def test_serve_errors_are_one_line(tiny_bundle, tmp_path):
         assert_one_line_error(run_cli("serve", str(tiny_bundle), "--http-port", str(taken)), f"--http-port {taken}: the port is in use")
     assert_cli_errors([(["serve", str(tmp_path)], "not an fbinfer bundle"),
                        (["serve", str(tiny_bundle), "--backend", "tensorrt"], "--backend tensorrt is not available here"),
-                       (["serve", str(tiny_bundle), "--max-batch", "0"], "--max-batch must be >= 1")])
+                       (["serve", str(tiny_bundle), "--max-batch", "0"], "--max-batch must be >= 1"),
+                       (["serve", str(tiny_bundle), "--index", str(tmp_path / "none.index")], "no such index"),
+                       (["serve", str(tiny_bundle), "--depth", "-1"], "--depth must be >= 0"),
+                       (["serve", str(tiny_bundle), "--api-key-file", str(tmp_path / "no-key")], "--api-key-file"),
+                       (["serve", str(tiny_bundle), "--depth", "64", "--max-documents", "32"], "--depth 64 is above --max-documents 32")])
 
 
 def test_missing_server_binary_names_the_install(monkeypatch):

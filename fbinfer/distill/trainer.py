@@ -21,6 +21,7 @@ from fbinfer.distill import qad
 from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
+from fbinfer.fileio import sha256
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.outputs import claimed_file
@@ -88,6 +89,7 @@ class DistillConfig:
     dropout: float | None = None  # the student's dropout; None keeps the teacher's
     precision: str = "fp32"  # of both forward passes: fp32 or bf16 (autocast; weights and optimizer stay fp32)
     quantize: str | None = None  # "int8": the student learns with INT8 fake quantization in the loop (fbinfer.distill.qad)
+    start: str | None = None  # a distilled student to go on from with a fresh schedule (QAD as a short fine-tune)
     mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
     mpm_prob: float = 0.1
     checkpoint_every: int = 200
@@ -105,6 +107,8 @@ class DistillConfig:
             raise FbinferError(f"--dropout: must be in [0, 1), got {self.dropout}")
         if self.quantize is not None:
             qad.check(self.quantize)
+        if self.start is not None and not Path(self.start).is_file():
+            raise FbinferError(f"--from {self.start}: no such file")
         return self
 
 
@@ -245,6 +249,22 @@ def resume_history(previous: dict, step: int, settings: dict) -> list[dict]:
     return [*previous.get("resumed", []), {"at_step": step, "changed": changed}]
 
 
+def start_from(path: Path, teacher: Checkpoint) -> tuple[Checkpoint, list[int], dict | None]:
+    """``--from``: (the student, its layer map, its projections or None). The projections of a
+    student narrower than its teacher are learned; they come from the student's resume state."""
+    ck = load_checkpoint(path)
+    if "init_layers" not in ck.meta:
+        raise FbinferError(f"--from {path}: not a distilled student (its meta has no init_layers)")
+    if list(ck.vocab) != list(teacher.vocab):
+        raise FbinferError(f"--from {path}: its vocab differs from the teacher's")
+    if ck.config.hidden_size == teacher.config.hidden_size:
+        return ck, list(ck.meta["init_layers"]), None
+    if not resume_path(path).is_file():
+        raise FbinferError(f"--from {path}: a student narrower than its teacher needs its resume state "
+                           f"{resume_path(path)} (the learned projections)")
+    return ck, list(ck.meta["init_layers"]), load_checkpoint(resume_path(path), with_train_state=True).train_state["proj"]
+
+
 def _fake_quantize(student: FashionBert, dc: DistillConfig, data: DataSource, tok, store: FeatureStore,
                    state: dict | None) -> dict | None:
     """With ``--quantize``: fake quantizers into the student, calibrated on four training batches
@@ -308,6 +328,11 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         state, init_map = ck.train_state, list(ck.meta["init_layers"])
         kept = torch.arange(ck.config.hidden_size)  # the projections come from the saved state
         student_ck = ck
+    elif dc.start:
+        student_ck, init_map, proj = start_from(Path(dc.start), teacher_ck)
+        state = {"proj": proj} if proj else None  # the projections only: a fresh optimizer and schedule
+        kept = torch.arange(student_ck.config.hidden_size)
+        spec = StudentSpec(**student_ck.meta["student"])
     else:
         torch.manual_seed(dc.seed)
         probing = PairSampler(data.train, dc.seed + 1, dc.batch_size)  # importance batches, apart from training's
@@ -331,12 +356,14 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
     torch.manual_seed(dc.seed + env.rank)  # dropout streams
     if state:
         distiller.proj.load_state_dict(state["proj"])
+    if resume:
         step, elapsed = optim.restore(state, env.rank)
     settings = {**asdict(dc), "weights": asdict(dc.weights)}
     meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(),
             "init_layers": init_map, "layer_map": lmap,
             "student": asdict(spec), "distill": settings, "world_size": env.world,
-            "resumed": resume_history(student_ck.meta, step, settings) if state else [],
+            "resumed": resume_history(student_ck.meta, step, settings) if resume else [],
+            **({"from": {"path": dc.start, "sha256": sha256(dc.start)}} if dc.start else {}),
             **({"quantized": quantized} if dc.quantize else {})}
     distiller.train()
 

@@ -161,7 +161,7 @@ def evaluate_retrieval(index: CatalogIndex, matcher=None, cfg: RetrievalConfig |
         raise FbinferError(f"--depths {cfg.depths}, --full-queries {cfg.full_queries}, --latency-queries {cfg.latency_queries}: "
                            "depths and latency queries must be positive, full queries >= 0")
     if matcher is not None:
-        check_reranker(matcher, index.meta, index.folder)
+        check_reranker(matcher.tokenizer.vocab, matcher.config.feature_key, index.meta, index.folder)
     result = {"catalogue": len(index), "index": str(index.folder), "model": index.meta["model"], "kind": index.meta["kind"],
               "reranker": None if matcher is None else matcher.backend, "depths": list(cfg.depths),
               "truth": "any image (caption) of the query's product; views of one product share their caption",

@@ -296,7 +296,7 @@ class CatalogIndex:
             raise FbinferError(f"search: target {target!r}: choose from {', '.join(TARGETS)}")
         if rerank is not None:
             if id(rerank) not in self._checked:  # hashing the vocabulary costs more than a small query
-                check_reranker(rerank, self.meta, self.folder)
+                check_reranker(rerank.tokenizer.vocab, rerank.config.feature_key, self.meta, self.folder)
                 self._checked.add(id(rerank))
             if depth < k:
                 raise FbinferError(f"--depth {depth} is smaller than --k {k}: the reranker must see at least k candidates")
@@ -327,12 +327,12 @@ def rerank_scores(matcher, rows: list[int], index: CatalogIndex, text: str | Non
     return matcher.score([index.items[int(r)]["text"] for r in rows], np.repeat(query_features, len(rows), axis=0))
 
 
-def check_reranker(matcher, meta: dict, folder: Path) -> None:
+def check_reranker(vocab: list[str], feature_key: str, meta: dict, folder: Path) -> None:
     """The reranker must read the captions and images as the index's model does."""
-    if vocab_sha256(matcher.tokenizer.vocab) != meta["vocab_sha256"]:
+    if vocab_sha256(vocab) != meta["vocab_sha256"]:
         raise FbinferError(f"--rerank: its vocabulary differs from the one {folder} was built with")
-    if matcher.config.feature_key != meta["feature_key"]:
-        raise FbinferError(f"--rerank: it reads {matcher.config.feature_key} features, {folder} holds {meta['feature_key']}")
+    if feature_key != meta["feature_key"]:
+        raise FbinferError(f"--rerank: it reads {feature_key} features, {folder} holds {meta['feature_key']}")
 
 
 def _is_features(x, patches: np.ndarray) -> bool:

@@ -1,13 +1,17 @@
 """Triton model repositories for a bundle.
 
 ``write_python_repository``: what ``fbinfer serve`` runs here, on the Python backend that the
-``nvidia-pytriton`` wheel's ``tritonserver`` carries. Three models, each running fbinfer's runtime
-(``fbinfer.serve.triton_model``):
+``nvidia-pytriton`` wheel's ``tritonserver`` carries. Two models run fbinfer's runtime
+(``fbinfer.serve.triton_model``), dynamically batched:
 
     fashionbert        TEXT [1] STRING, IMAGE [1] STRING (encoded) | PATCHES [P, D] FP32 -> LOGIT [1]
-    fashionbert_rank   QUERY_TEXT | QUERY_IMAGE | QUERY_PATCHES, CANDIDATE_IMAGES | CANDIDATE_PATCHES |
-                       CANDIDATE_TEXTS, K -> INDICES, SCORES (top k, best first)
     image_features     IMAGE [1] STRING -> PATCHES [P, D]: a catalogue's features, computed once
+
+and two rank through them (``fbinfer.serve.catalog_model``, Business Logic Scripting):
+
+    rerank             QUERY_TEXT | QUERY_IMAGE | QUERY_PATCHES | QUERY_ID, CANDIDATE_TEXTS |
+                       CANDIDATE_IMAGES | CANDIDATE_PATCHES | CANDIDATE_IDS, K -> INDICES, SCORES
+    search             (with an index) TEXT, IMAGE, K, DEPTH -> ROWS, SCORES, RERANK, ITEMS, COUNT
 
 ``write_gpu_repository``: the production form for NVIDIA's Triton container on a GPU, which
 cannot run here: an ensemble of preprocessing (Python backend, numpy and PIL), the image
@@ -29,9 +33,12 @@ from fbinfer.bundle.io_spec import ATTENTION_MASK, INPUT_IDS, LOGIT, PATCHES, PI
 from fbinfer.data.preprocess import bundle_preprocess
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import atomic_path
+from fbinfer.serve.config import CatalogOptions
 
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
-MODEL_PY = "from fbinfer.serve.triton_model import TritonPythonModel  # noqa: F401  (fbinfer's runtime)\n"
+MODEL_PY = {module: f"from fbinfer.serve.{module} import TritonPythonModel  # noqa: F401  (fbinfer's runtime)\n"
+            for module in ("triton_model", "catalog_model")}
+RANKING = ("rerank", "search")  # the models of catalog_model
 
 
 def model_config_pb2():
@@ -64,35 +71,48 @@ def tensor(name: str, dtype: str, dims: list[int], optional: bool = False) -> di
     return {"name": name, "data_type": f"TYPE_{dtype}", "dims": dims, **({"optional": True} if optional else {})}
 
 
-def python_configs(bundle: Bundle, backend: str, precision: str, max_batch: int, queue_delay_us: int,
-                   instances: int) -> dict[str, dict[str, Any]]:
-    """The three Python-backend models' configs."""
+def python_configs(bundle: Bundle, backend: str, precision: str | None, max_batch: int, queue_delay_us: int,
+                   instances: int, catalog: CatalogOptions | None = None) -> dict[str, dict[str, Any]]:
+    """The Python-backend models' configs (``search`` only with an index)."""
+    catalog = catalog or CatalogOptions()
     p, d = bundle.config.num_patches, bundle.config.patch_feature_dim
-    params = {"bundle": str(bundle.folder.resolve()), "backend": backend, "precision": precision, "batch_size": str(max_batch)}
+    params = {"bundle": str(bundle.folder.resolve()), "backend": backend, "precision": precision or "", "batch_size": str(max_batch),
+              "max_candidates": str(catalog.max_candidates), "depth": str(catalog.depth),
+              "index": str(catalog.index.resolve()) if catalog.index else ""}
     batching = {"max_batch_size": max_batch, "dynamic_batching": {"max_queue_delay_microseconds": queue_delay_us}}
 
     def model(name: str, inputs: list, outputs: list, batched: bool) -> dict[str, Any]:
+        count = catalog.instances if name in RANKING else instances
         return {"name": name, "backend": "python", **(batching if batched else {"max_batch_size": 0}),
-                "input": inputs, "output": outputs, "instance_group": [{"count": instances, "kind": "KIND_CPU"}],
+                "input": inputs, "output": outputs, "instance_group": [{"count": count, "kind": "KIND_CPU"}],
                 "parameters": {k: {"string_value": v} for k, v in {**params, "kind": name}.items()}}
 
-    return {
+    configs = {
         "fashionbert": model("fashionbert", [tensor("TEXT", "STRING", [1]), tensor("IMAGE", "STRING", [1], True),
                                              tensor("PATCHES", "FP32", [p, d], True)], [tensor("LOGIT", "FP32", [1])], True),
-        "fashionbert_rank": model("fashionbert_rank", [
-            tensor("QUERY_TEXT", "STRING", [1], True), tensor("QUERY_IMAGE", "STRING", [1], True),
-            tensor("QUERY_PATCHES", "FP32", [p, d], True), tensor("CANDIDATE_TEXTS", "STRING", [-1], True),
-            tensor("CANDIDATE_IMAGES", "STRING", [-1], True), tensor("CANDIDATE_PATCHES", "FP32", [-1, p, d], True),
-            tensor("K", "INT32", [1], True)], [tensor("INDICES", "INT64", [-1]), tensor("SCORES", "FP32", [-1])], False),
         "image_features": model("image_features", [tensor("IMAGE", "STRING", [1])], [tensor("PATCHES", "FP32", [p, d])], True),
+        "rerank": model("rerank", [
+            tensor("QUERY_TEXT", "STRING", [1], True), tensor("QUERY_IMAGE", "STRING", [1], True),
+            tensor("QUERY_PATCHES", "FP32", [p, d], True), tensor("QUERY_ID", "INT64", [1], True),
+            tensor("CANDIDATE_TEXTS", "STRING", [-1], True), tensor("CANDIDATE_IMAGES", "STRING", [-1], True),
+            tensor("CANDIDATE_PATCHES", "FP32", [-1, p, d], True), tensor("CANDIDATE_IDS", "INT64", [-1], True),
+            tensor("K", "INT32", [1], True)], [tensor("INDICES", "INT64", [-1]), tensor("SCORES", "FP32", [-1])], False),
     }
+    if catalog.index:
+        configs["search"] = model("search", [
+            tensor("TEXT", "STRING", [1], True), tensor("IMAGE", "STRING", [1], True), tensor("K", "INT32", [1], True),
+            tensor("DEPTH", "INT32", [1], True)],
+            [tensor("ROWS", "INT64", [-1]), tensor("SCORES", "FP32", [-1]), tensor("RERANK", "FP32", [-1]),
+             tensor("ITEMS", "STRING", [-1]), tensor("COUNT", "INT64", [1])], False)
+    return configs
 
 
-def write_python_repository(bundle: Bundle, out: Path, backend: str, precision: str, max_batch: int = 64,
-                            queue_delay_us: int = 500, instances: int = 1) -> Path:
+def write_python_repository(bundle: Bundle, out: Path, backend: str, precision: str | None, max_batch: int = 64,
+                            queue_delay_us: int = 500, instances: int = 1, catalog: CatalogOptions | None = None) -> Path:
     """The repository ``fbinfer serve`` runs; written whole under a temporary name, then renamed."""
-    configs = {name: to_pbtxt(c) for name, c in python_configs(bundle, backend, precision, max_batch, queue_delay_us, instances).items()}
-    _write(out, {name: {"config.pbtxt": text, "1/model.py": MODEL_PY} for name, text in configs.items()})
+    configs = python_configs(bundle, backend, precision, max_batch, queue_delay_us, instances, catalog)
+    _write(out, {name: {"config.pbtxt": to_pbtxt(c), "1/model.py": MODEL_PY["catalog_model" if name in RANKING else "triton_model"]}
+                 for name, c in configs.items()})
     return out
 
 

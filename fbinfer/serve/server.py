@@ -41,10 +41,12 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+    rest: int = 8080  # fbinfer's own REST front (fbinfer.serve.rest), beside Triton's ports
 
     def check_free(self) -> None:
         """One line naming the option whose port is taken."""
-        for option, port in (("--http-port", self.http), ("--grpc-port", self.grpc), ("--metrics-port", self.metrics)):
+        for option, port in (("--http-port", self.http), ("--grpc-port", self.grpc), ("--metrics-port", self.metrics),
+                             ("--rest-port", self.rest)):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: a port in TIME_WAIT is free
                 try:
@@ -54,8 +56,8 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        """Three ports the OS says are free now (tests and benchmarks)."""
-        socks = [socket.socket() for _ in range(3)]
+        """Four ports the OS says are free now (tests and benchmarks)."""
+        socks = [socket.socket() for _ in range(4)]
         try:
             for s in socks:
                 s.bind(("127.0.0.1", 0))
@@ -128,8 +130,9 @@ class TritonServer:
     """
 
     def __init__(self, repository: Path, ports: Ports = Ports(), log: Path | None = None, verbose: int = 0,
-                 exit_timeout_s: int = 5):
+                 exit_timeout_s: int = 5, address: str = "0.0.0.0"):
         self.repository, self.ports, self.verbose, self.exit_timeout_s = Path(repository), ports, verbose, exit_timeout_s
+        self.address = address  # 127.0.0.1: Triton's own endpoints reachable from this machine only
         self.log = log
         self.process: subprocess.Popen | None = None
         self._work: tempfile.TemporaryDirectory | None = None
@@ -145,6 +148,7 @@ class TritonServer:
     def command(self, backends: Path) -> list[str]:
         return [str(TritonInstall.find().binary), f"--model-repository={self.repository}", f"--backend-directory={backends}",
                 f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}", f"--metrics-port={self.ports.metrics}",
+                f"--http-address={self.address}", f"--grpc-address={self.address}", f"--metrics-address={self.address}",
                 "--allow-gpu-metrics=false", f"--exit-timeout-secs={self.exit_timeout_s}", f"--log-verbose={self.verbose}"]
 
     def start(self, timeout_s: float = 120.0) -> Self:

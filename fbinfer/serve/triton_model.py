@@ -1,11 +1,12 @@
 """The Triton Python-backend model behind ``fbinfer serve``: fbinfer's own runtime (``fbinfer.load``),
 so the server scores exactly as the library does. Imported inside Triton's Python stub process,
-where ``triton_python_backend_utils`` exists; one class serves the three models of the repository,
+where ``triton_python_backend_utils`` exists; one class serves the two models that run FashionBERT,
 told apart by the ``kind`` parameter of their config.pbtxt (``fbinfer.serve.repository``):
 
     fashionbert        TEXT + (IMAGE bytes | PATCHES) -> LOGIT          dynamic batching over requests
-    fashionbert_rank   one query against candidates -> INDICES, SCORES  one request at a time
     image_features     IMAGE bytes -> PATCHES                           dynamic batching over requests
+
+The models that rank (``rerank``, ``search``) send their pairs to these (``fbinfer.serve.catalog_model``).
 
 A request that cannot be served (wrong inputs, empty text, corrupt image bytes) gets an error with
 a message; the requests batched with it are still answered.
@@ -27,20 +28,19 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import fbinfer
 
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_params(args)
         self.kind = params["kind"]
-        self.matcher = fbinfer.load(params["bundle"], backend=params["backend"], precision=params["precision"],
+        self.matcher = fbinfer.load(params["bundle"], backend=params["backend"], precision=params["precision"] or None,  # "": tuned
                                     batch_size=int(params["batch_size"]), verify=False)
         self.patch_shape = (self.matcher.config.num_patches, self.matcher.config.patch_feature_dim)
-        self.handlers = {"fashionbert": self._score, "fashionbert_rank": self._rank, "image_features": self._features}
+        self.handlers = {"fashionbert": self._score, "image_features": self._features}
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb
 
         return self.handlers[self.kind](pb, requests)
 
-    # ---- the three models ------------------------------------------------------------------------
+    # ---- the two models --------------------------------------------------------------------------
     def _score(self, pb, requests: list) -> list:
         """Every good request's pairs scored in one call (Triton's dynamic batch), split back."""
         parsed: list[tuple[list[str], np.ndarray] | Exception] = []
@@ -62,26 +62,6 @@ class TritonPythonModel:
             start += n
         return out
 
-    def _rank(self, pb, requests: list) -> list:
-        out = []
-        for r in requests:
-            try:
-                k = _optional(pb, r, "K")
-                k = int(k.ravel()[0]) if k is not None else 10
-                text = _optional(pb, r, "QUERY_TEXT")
-                if text is not None:
-                    query = _strings(text, "QUERY_TEXT")[0]
-                    candidates = self._images(pb, r, "CANDIDATE_IMAGES", "CANDIDATE_PATCHES", None)
-                    ranking = self.matcher.rank(query, candidates, k=k, direction="text_to_image")
-                else:
-                    query = self._images(pb, r, "QUERY_IMAGE", "QUERY_PATCHES", 1, "a QUERY_TEXT, ")
-                    ranking = self.matcher.rank(query[0], _texts(pb, r, "CANDIDATE_TEXTS"), k=k, direction="image_to_text")
-                out.append(pb.InferenceResponse([pb.Tensor("INDICES", ranking.indices.astype(np.int64)),
-                                                 pb.Tensor("SCORES", ranking.scores.astype(np.float32))]))
-            except (RequestError, FbinferError) as e:
-                out.append(_error(pb, e))
-        return out
-
     def _features(self, pb, requests: list) -> list:
         out = []
         for r in requests:
@@ -92,27 +72,44 @@ class TritonPythonModel:
         return out
 
     # ---- inputs ----------------------------------------------------------------------------------
-    def _images(self, pb, request, image_name: str, patches_name: str | None, n: int | None, alternatives: str = "") -> np.ndarray:
+    def _images(self, pb, request, image_name: str, patches_name: str | None, n: int | None) -> np.ndarray:
         """(N, P, D) features from encoded image bytes or from patch features: exactly one is given."""
         blobs, patches = _optional(pb, request, image_name), _optional(pb, request, patches_name) if patches_name else None
         if (blobs is None) == (patches is None):
             either = f"{image_name} (encoded images)" + (f" or {patches_name} (patch features)" if patches_name else "")
-            raise RequestError(f"give {alternatives}{either}" if blobs is None else f"give {image_name} or {patches_name}, not both")
+            raise RequestError(f"give {either}" if blobs is None else f"give {image_name} or {patches_name}, not both")
         if patches is not None:
-            feats = patches.reshape(-1, *patches.shape[-2:]) if patches.ndim >= 2 else patches
-            if feats.ndim != 3 or feats.shape[1:] != self.patch_shape:
-                raise RequestError(f"{patches_name}: shape {tuple(patches.shape)}, expected (N, {self.patch_shape[0]}, {self.patch_shape[1]})")
+            feats = patch_array(patches_name, patches, self.patch_shape)
         else:
-            items = [b if isinstance(b, bytes) else bytes(b) for b in blobs.ravel()]
-            if not all(items):
-                raise RequestError(f"{image_name}: an image is empty")
-            feats = self.matcher.patch_features(items)
+            feats = self.matcher.patch_features(image_blobs(image_name, blobs))
         if n is not None and len(feats) != n:
             raise RequestError(f"{image_name}/{patches_name}: {len(feats)} images for {n} texts")
         return np.ascontiguousarray(feats, dtype=np.float32)
 
     def finalize(self) -> None:
         self.matcher.close()
+
+
+def model_params(args: dict) -> dict[str, str]:
+    """The ``parameters`` of the model's config.pbtxt (``fbinfer.serve.repository``)."""
+    config = json.loads(args["model_config"])
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+
+
+def patch_array(name: str, a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, P, D) patch features from a tensor of N x (P, D), checked against the model's (P, D)."""
+    feats = a.reshape(-1, *a.shape[-2:]) if a.ndim >= 2 else a
+    if feats.ndim != 3 or feats.shape[1:] != shape:
+        raise RequestError(f"{name}: shape {tuple(a.shape)}, expected (N, {shape[0]}, {shape[1]})")
+    return feats
+
+
+def image_blobs(name: str, a: np.ndarray) -> list[bytes]:
+    """The encoded images of a BYTES tensor; an empty one is refused."""
+    blobs = [b if isinstance(b, bytes) else bytes(b) for b in a.ravel()]
+    if not all(blobs):
+        raise RequestError(f"{name}: an image is empty")
+    return blobs
 
 
 def _optional(pb, request, name: str) -> np.ndarray | None:
