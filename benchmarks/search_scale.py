@@ -74,11 +74,9 @@ def scale_rows(image: np.ndarray, queries: np.ndarray, sizes: list[int], kinds: 
     return rows
 
 
-def end_to_end(model: Path, data, rerank: Path, n: int, noise: float, depth: int, queries: int, work: Path, console: Console,
-               backend: str, precision: str, hints: dict, embed_backend: str | None) -> dict:
-    """A real CatalogIndex of ``n`` items on disk, a text query embedded, searched and reranked at ``depth``."""
-    import fbinfer
-
+def grown_index(model: Path, data, n: int, noise: float, work: Path, embed_backend: str | None = None) -> tuple[CatalogIndex, float]:
+    """A real index of ``n`` items on disk at ``work``: the data's items, then noisy copies of their
+    vectors (each keeping its source's patch features); and the seconds ``write_index`` took."""
     emb = open_embedder(model, embed_backend)
     items = data.train + data.test
     patches = FeatureStore(data, emb.config.feature_config()).ensure(items).get(items).numpy()
@@ -91,8 +89,16 @@ def end_to_end(model: Path, data, rerank: Path, n: int, noise: float, depth: int
             "vocab_sha256": vocab_sha256(emb.vocab), "data": f"{data.path} grown to {n} (noise {noise})", "split": "all"}
     t0 = time.perf_counter()
     write_index(work, meta, records, grown, patches, "auto")
-    build = time.perf_counter() - t0
-    idx = CatalogIndex(work, emb)
+    return CatalogIndex(work, emb), time.perf_counter() - t0
+
+
+def end_to_end(model: Path, data, rerank: Path, n: int, noise: float, depth: int, queries: int, work: Path, console: Console,
+               backend: str, precision: str, hints: dict, embed_backend: str | None) -> dict:
+    """A real CatalogIndex of ``n`` items on disk, a text query embedded, searched and reranked at ``depth``."""
+    import fbinfer
+
+    idx, build = grown_index(model, data, n, noise, work, embed_backend)
+    emb = idx.embedder
     matcher = fbinfer.load(rerank, backend=backend, precision=precision, **({"hints": hints} if hints else {}))
     texts = list(dict.fromkeys(it.text for it in data.test))[:queries]
     idx.search(text=texts[0], k=10, rerank=matcher, depth=depth)  # warm-up: compile, caches

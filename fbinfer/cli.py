@@ -14,6 +14,7 @@ from fbinfer.bench.config import BenchConfig, DriftSetConfig
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import WRITE_ERRORS
 from fbinfer.outputs import check_writable
+from fbinfer.search.config import EmbedConfig
 from fbinfer.serve.config import CatalogOptions, Limits, api_key
 from fbinfer.serve.server import Ports
 from fbinfer.tune.config import TUNE_LISTS, TuneConfig
@@ -94,6 +95,9 @@ def train_cmd(
     lists: Annotated[int, typer.Option(help="Ranking lists per batch after the warm-up; TIA adds their softmax cross-entropy.")] = 0,
     list_size: Annotated[int, typer.Option(help="Pairs per ranking list (the truth first).")] = 16,
     start: Annotated[Path | None, typer.Option("--from", help="Fine-tune this FashionBERT checkpoint (its config and vocab; no alignment or TIA warm-up).")] = None,
+    mine_negatives: Annotated[Path | None, typer.Option(help="An embedding model (fbinfer embed train): the hard negatives become the other "
+                                                              "products it ranks nearest each caption, what a reranker sees in its top-k.")] = None,
+    mined_k: Annotated[int, typer.Option(help="With --mine-negatives: nearest products per caption to draw from.")] = 16,
     precision: TrainPrecisionOpt = "fp32",
     checkpoint_every: Annotated[int, typer.Option()] = 200,
     seed: Annotated[int, typer.Option()] = 0,
@@ -126,7 +130,8 @@ def train_cmd(
     tc = TrainConfig(steps=steps, epochs=epochs if steps is None else None, batch_size=batch_size, lr=lr, head_lr=head_lr,
                      weighting=loss_weighting, fixed_weights=weights, checkpoint_every=checkpoint_every, seed=seed,
                      tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio, lists=lists, list_size=list_size,
-                     start=str(start) if start else None, precision=precision).validate()
+                     start=str(start) if start else None, precision=precision,
+                     mine_negatives=str(mine_negatives) if mine_negatives else None, mined_k=mined_k).validate()
     result = train(load_data(data), cfg, tc, out, resume=resume, force=force)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
 
@@ -416,6 +421,9 @@ def embed_train_cmd(
     lists: Annotated[int, typer.Option(help="Teacher ranking lists per step.")] = 4,
     list_size: Annotated[int, typer.Option(help="Candidates per teacher list (the truth and others from its sub-category).")] = 8,
     tiny: Annotated[bool, typer.Option(help="A 64-wide random text tower (tests and smoke runs).")] = False,
+    image_size: Annotated[int, typer.Option(help="Image side the patch features are taken at; with --grid-size, the reranker's "
+                                                 "(an index's features must be the ones its FashionBERT reads).")] = EmbedConfig.image_size,
+    grid_size: Annotated[int, typer.Option(help="Patch grid side (grid x grid patch features).")] = EmbedConfig.grid_size,
     dropout: Annotated[float, typer.Option()] = 0.1,
     precision: TrainPrecisionOpt = "fp32",
     checkpoint_every: Annotated[int, typer.Option()] = 200,
@@ -425,14 +433,13 @@ def embed_train_cmd(
 ) -> None:
     """Train the dual encoder (text, image and image+text in one space) for catalogue recall."""
     from fbinfer.data.source import load_data
-    from fbinfer.search.config import EmbedConfig
     from fbinfer.search.train import EmbedTrainConfig, train_embed
 
     tc = EmbedTrainConfig(steps=steps or None, epochs=epochs if not steps else None, batch_size=batch_size, lr=lr, head_lr=head_lr,
                           hard_ratio=hard_ratio, product_weight=product_weight, teacher=str(teacher) if teacher else None,
                           kd_weight=kd_weight, kd_temperature=kd_temperature, lists=lists, list_size=list_size, precision=precision,
                           checkpoint_every=checkpoint_every, seed=seed).validate()
-    cfg = EmbedConfig(dim=dim, tiny=tiny, dropout=dropout).validate()
+    cfg = EmbedConfig(dim=dim, tiny=tiny, dropout=dropout, image_size=image_size, grid_size=grid_size).validate()
     result = train_embed(load_data(data), cfg, tc, out, resume=resume, force=force)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
 
@@ -540,8 +547,11 @@ def eval_retrieval_cmd(
     hints: HintsOpt = "",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG: Rank@1 against depth and against cost.")] = None,
+    fusion_index: Annotated[Path | None, typer.Option(help="An index of a validation catalogue (never the test one, same embedding model): "
+                                                            "fit the weight of FashionBERT's logit against the dual encoder's cosine there "
+                                                            "and add the fused two-stage rows.")] = None,
 ) -> None:
-    """Full-catalogue retrieval, both directions: dual encoder, two-stage at each depth, cross-encoder alone."""
+    """Full-catalogue retrieval, both directions: dual encoder, two-stage at each depth (and fused), cross-encoder alone."""
     from fbinfer.fileio import write_json
     from fbinfer.search.evaluate import RetrievalConfig, evaluate_retrieval, plot_retrieval
     from fbinfer.search.index import CatalogIndex
@@ -555,7 +565,10 @@ def eval_retrieval_cmd(
         if p is not None:
             check_writable(p, opt)
     idx = CatalogIndex(index)
-    result = evaluate_retrieval(idx, _reranker(rerank, backend, precision, hints), cfg)
+    if fusion_index is not None and Path(fusion_index).resolve() == Path(index).resolve():
+        raise FbinferError(f"--fusion-index {fusion_index}: the weights must be fitted on another catalogue than the one evaluated")
+    fit_on = CatalogIndex(fusion_index, idx.embedder) if fusion_index is not None else None
+    result = evaluate_retrieval(idx, _reranker(rerank, backend, precision, hints), cfg, fit_on)
     retrieval_tables(result, console)
     if json_out:
         write_json(json_out, result)

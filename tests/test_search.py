@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +136,46 @@ def test_two_stage_at_full_depth_is_the_cross_encoders_ranking(test_index, tiny_
         assert r["cross_encoder"]["queries"] == r["dual"]["queries"]
 
 
+def test_fusion_weight_follows_a_reranker_that_helps_and_ignores_one_that_hurts():
+    """Three queries whose truth (row 1) the dual encoder puts second by a little: a reranker that
+    prefers the truth gets a weight that fixes all three; the same reranker reversed gets weight 0
+    (the fusion is then the dual encoder alone, never worse than it on the fitting catalogue)."""
+    from fbinfer.search.evaluate import Stages, best_weight
+
+    dual = np.tile([0.9, 0.85, 0.1], (3, 1))
+    rows = np.tile([0, 1, 2], (3, 1))
+    truth = [{1}] * 3
+    helps = Stages(dual, rows, [np.array([0.0, 5.0, -5.0])] * 3)
+    w = best_weight(helps, truth, 3)
+    assert w > 0 and helps.ranks(truth, 3, w) == [0, 0, 0] and helps.ranks(truth, 3, 0.0) == [1, 1, 1]
+    hurts = Stages(dual, rows, [np.array([0.0, -5.0, 5.0])] * 3)
+    assert best_weight(hurts, truth, 3) == 0.0 and hurts.ranks(truth, 3) == [2, 2, 2]  # reranked alone: worst
+
+
+def test_mined_negatives_are_the_dual_encoders_nearest_other_products(embed_model, tiny_data, tiny_model):
+    """Each caption's mined negatives: other products only, in the order of the dual encoder's
+    caption -> image cosine (checked by brute force), and the sampler's hard negatives come from them."""
+    from fbinfer.data.features import FeatureStore
+    from fbinfer.model.checkpoint import load_checkpoint
+    from fbinfer.search.embedder import embed_items
+    from fbinfer.training.mining import mine_negatives
+    from fbinfer.training.pairs import PairSampler
+
+    data = load_data(tiny_data)
+    items = data.train
+    store = FeatureStore(data, load_checkpoint(tiny_model).config)
+    mined = mine_negatives(embed_model, items, store, k=5)
+    emb = open_embedder(embed_model)
+    vec = embed_items(emb, [it.text for it in items], FeatureStore(data, emb.config.feature_config()).ensure(items).get(items).numpy())
+    for i in (0, 7, len(items) - 1):
+        others = [j for j in range(len(items)) if items[j].product_id != items[i].product_id]
+        sims = vec["text"][i] @ vec["image"][others].T
+        assert mined[i] == [others[j] for j in np.argsort(-sims, kind="stable")[:5]]
+    sampler = PairSampler(items, 0, 8, hard_ratio=1.0, mined=mined)
+    rng = np.random.default_rng(0)
+    assert all(sampler.negative(i, rng) in mined[i] for i in range(len(items)))
+
+
 def test_rank_metrics_known_answers():
     assert first_hit(np.array([4, 2, 7]), {7}) == 2 and first_hit(np.array([4, 2]), {7}) == MISS
     s = summarize([0, 2, 7, MISS], pairs=16, depths=(4,))
@@ -200,7 +241,9 @@ def test_search_cli_end_to_end(tiny_data, tiny_model, tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     steps = [("embed", "train", "--data", str(tiny_data), "-o", str(tmp_path / "e.pt"), "--tiny", "--steps", "4", "--batch-size", "8"),
              ("index", "build", "--data", str(tiny_data), "-o", str(tmp_path / "c.index"), "--model", str(tmp_path / "e.pt"),
-              "--split", "test")]
+              "--split", "test"),
+             ("index", "build", "--data", str(tiny_data), "-o", str(tmp_path / "v.index"), "--model", str(tmp_path / "e.pt"),
+              "--split", "train")]  # stands in for a validation catalogue: the fusion weights are fitted there
     for args in steps:
         r = run_cli(*args, env=env)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -209,10 +252,12 @@ def test_search_cli_end_to_end(tiny_data, tiny_model, tmp_path):
     ranks = [line.split("│")[1].strip() for line in r.stdout.splitlines() if line.startswith("│") and line.split("│")[1].strip()]
     assert r.returncode == 0 and "reranked by torch" in r.stdout and ranks == ["1", "2", "3"], r.stdout + r.stderr[-2000:]
     r = run_cli_here("eval-retrieval", "--index", str(tmp_path / "c.index"), "--rerank", str(tiny_model), "--depths", "4,8",
-                "--full-queries", "3", "--latency-queries", "2", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"))
+                "--full-queries", "3", "--latency-queries", "2", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"),
+                "--fusion-index", str(tmp_path / "v.index"))
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "r.json").read_text())
-    assert set(res["text_to_image"]) == {"dual", "two_stage@4", "two_stage@8", "cross_encoder", "on_cross_encoder_queries"}
+    assert set(res["text_to_image"]) == {"dual", "two_stage@4", "two_stage@8", "fused@4", "fused@8", "cross_encoder", "on_cross_encoder_queries"}
+    assert res["fusion"]["weights"]["text_to_image"]["8"] == res["text_to_image"]["fused@8"]["weight"] and "logit weight" in r.stdout
     assert res["text_to_image"]["two_stage@8"]["pairs_per_query"] == 8 and res["catalogue"] == len(load_data(tiny_data).test)
     assert "text to image" in r.stdout and (tmp_path / "r.png").stat().st_size > 1000
 
@@ -234,13 +279,17 @@ def test_search_bad_input_is_one_line(test_index, tiny_model, tiny_data, embed_m
     foreign_feat = tmp_path / "feat.index"
     shutil.copytree(test_index, foreign_feat)
     (foreign_feat / "index.json").write_text(json.dumps({**meta, "feature_key": "pixels-256-g8"}))
+    short = tmp_path / "short.index"  # the reported case: a shorter patches.npy ended search --rerank in an IndexError
+    shutil.copytree(test_index, short)
+    np.save(short / "patches.npy", np.load(short / "patches.npy")[:-3])
     idx = str(test_index)
     assert_cli_errors([
+        (["search", str(short), "boots", "--rerank", str(tiny_model)], "patches.npy: "),
         (["search", idx, "  "], "the text query is empty"),
         (["search", idx], "give a text query"),
         (["search", str(tmp_path / "none.index"), "boots"], "no such index"),
-        (["search", str(broken), "boots"], "damaged index"),
-        (["search", str(partial), "boots"], "image.faiss is missing"),
+        (["search", str(broken), "boots"], "text.faiss: 9 bytes"),
+        (["search", str(partial), "boots"], "image.faiss: missing"),
         (["search", str(other), "boots"], "built with embedding model"),
         (["search", idx, "boots", "--k", "10", "--depth", "5", "--rerank", str(tiny_model)], "--depth 5 is smaller than --k 10"),
         (["search", str(foreign_vocab), "boots", "--rerank", str(tiny_model)], "its vocabulary differs"),
@@ -253,6 +302,80 @@ def test_search_bad_input_is_one_line(test_index, tiny_model, tiny_data, embed_m
         (["eval-retrieval", "--index", idx, "--depths", "8,x"], "--depths"),
     ])
     assert not (tmp_path / "x.index").exists() and not (tmp_path / "e.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def other_index(embed_model, tiny_data, tmp_path_factory):
+    """Another valid index of the same model (the train split): its files replace the test index's."""
+    out = tmp_path_factory.mktemp("other") / "train.index"
+    build_index(embed_model, load_data(tiny_data), out, kind="flat", split="train")
+    return out
+
+
+def _shorten(path, other):
+    if path.suffix == ".npy":
+        np.save(path, np.load(path)[:-1])
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    else:  # a faiss index of one vector fewer
+        import faiss
+
+        ix = faiss.read_index(str(path))
+        short = faiss.IndexFlatIP(ix.d)
+        short.add(ix.reconstruct_n(0, ix.ntotal - 1))
+        faiss.write_index(short, str(path))
+
+
+def _flip(path, other):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte in place: the size stays
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {"truncate": lambda path, other: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+          "shorten": _shorten, "flip": _flip,
+          "replace": lambda path, other: shutil.copyfile(other / path.name, path)}
+
+
+@pytest.mark.parametrize("name", ["items.jsonl", "patches.npy", "image.faiss"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_index_file_is_refused_before_anything_parses_it(test_index, other_index, tmp_path, monkeypatch, name, damage):
+    """Every kind of damage to every kind of file is one error naming the file, raised before faiss
+    or numpy reads it (both are made to fail the test if called)."""
+    import faiss
+
+    folder = tmp_path / "damaged.index"
+    shutil.copytree(test_index, folder)
+    DAMAGE[damage](folder / name, other_index)
+    monkeypatch.setenv("FBINFER_VERIFY_CACHE", "0")
+
+    def parsed(*a, **k):
+        raise AssertionError(f"parsed before its hash was checked: {a[:1]}")
+
+    monkeypatch.setattr(faiss, "read_index", parsed)
+    monkeypatch.setattr(np, "load", parsed)
+    with pytest.raises(FbinferError, match=rf"{name}: (\d+ bytes|sha256)") as e:
+        CatalogIndex(folder)
+    assert "\n" not in str(e.value)
+
+
+def test_verified_files_are_not_hashed_again_until_they_change(test_index, tmp_path, monkeypatch):
+    from fbinfer import verify
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "c.index"
+    shutil.copytree(test_index, folder)
+    calls = []
+    real = verify.sha256
+    monkeypatch.setattr(verify, "sha256", lambda p: calls.append(Path(p).name) or real(p))
+    CatalogIndex(folder)
+    assert sorted(calls) == sorted(["items.jsonl", "patches.npy", "image.faiss", "text.faiss", "product.faiss"])
+    calls.clear()
+    CatalogIndex(folder)
+    assert calls == []  # unchanged: the cache answers
+    _flip(folder / "patches.npy", None)  # rewritten in place: a new mtime, hashed again, refused
+    with pytest.raises(FbinferError, match="patches.npy: sha256"):
+        CatalogIndex(folder)
 
 
 @pytest.mark.slow

@@ -104,22 +104,67 @@ def time_queries(index: CatalogIndex, q: Queries, matcher, picks: list[int], dep
     return percentiles(ms)
 
 
-def evaluate_direction(index: CatalogIndex, q: Queries, matcher, cfg: RetrievalConfig) -> dict:
+@dataclass
+class Stages:
+    """One direction's recall stage (cosine scores and rows, deepest first) and the cross-encoder's
+    logits of each query's top ``depth``: everything the two-stage and fused rankings need."""
+    dual: np.ndarray  # (Q, deep) cosine
+    rows: np.ndarray  # (Q, deep) catalogue rows
+    cross: list[np.ndarray] | None  # Q x (depth,) logits
+
+    @classmethod
+    def run(cls, index: CatalogIndex, q: Queries, matcher, deep: int, depth: int) -> Stages:
+        dual, rows = index.search_vectors(q.target, query_vectors(index, q), deep)
+        cross = None if matcher is None else [
+            cross_scores(matcher, index, q, i, rows[i][:depth]) for i in tqdm(range(len(q)), desc=f"rerank {q.direction}", unit="query")]
+        return cls(dual, rows, cross)
+
+    def ranks(self, truth: list[set[int]], depth: int, weight: float | None = None, picks=None) -> list[int]:
+        """First-hit ranks of the top ``depth`` ordered by the cross-encoder (``weight`` None) or by
+        cosine + weight * logit (0: the dual encoder's own order)."""
+        out = []
+        for i in range(len(truth)) if picks is None else picks:
+            key = self.cross[i][:depth] if weight is None else self.dual[i][:depth] + weight * self.cross[i][:depth]
+            out.append(first_hit(self.rows[i][:depth][np.argsort(-key, kind="stable")], truth[i]))
+        return out
+
+
+FUSION_WEIGHTS = (0.0, *np.geomspace(1e-3, 10.0, 28).round(5).tolist())  # of the logit, against cosine; 0: the dual encoder alone
+
+
+def fit_fusion(index: CatalogIndex, matcher, depths: tuple[int, ...]) -> dict[str, dict[int, float]]:
+    """Per direction and depth, the weight of FashionBERT's logit against the dual encoder's cosine
+    with the best mean Rank@1 on ``index`` (a validation catalogue: never the test one); the
+    smallest such weight on ties, so that without a gain the fusion is the dual encoder."""
+    depths = tuple(d for d in sorted(depths) if d <= len(index))
+    out = {}
+    for direction, q in make_queries(index).items():
+        st = Stages.run(index, q, matcher, max(depths), max(depths))
+        out[direction] = {d: best_weight(st, q.truth, d) for d in depths}
+    return out
+
+
+def best_weight(st: Stages, truth: list[set[int]], depth: int) -> float:
+    """The logit weight with the best Rank@1 at ``depth``; the smallest on ties."""
+    return max(FUSION_WEIGHTS, key=lambda w: (np.mean(np.asarray(st.ranks(truth, depth, w)) < 1), -w))
+
+
+def evaluate_direction(index: CatalogIndex, q: Queries, matcher, cfg: RetrievalConfig, fusion: dict[int, float] | None = None) -> dict:
     depths = tuple(d for d in sorted(cfg.depths) if d <= len(index))
     if matcher is not None and not depths:
         raise FbinferError(f"--depths {','.join(map(str, cfg.depths))}: every depth exceeds the catalogue's {len(index)} items")
-    deep = max(depths + (max(KS),))
-    _, rows = index.search_vectors(q.target, query_vectors(index, q), deep)
-    dual = [first_hit(r, t) for r, t in zip(rows, q.truth)]
+    st = Stages.run(index, q, matcher, max(depths + (max(KS),)), max(depths, default=0))
+    dual = [first_hit(r, t) for r, t in zip(st.rows, q.truth)]
     lat = list(np.linspace(0, len(q) - 1, min(cfg.latency_queries, len(q))).astype(int))
     out = {"dual": summarize(dual, 0, depths) | {"latency_ms": time_queries(index, q, None, lat, None)}}
     if matcher is None:
         return out
-    scores = [cross_scores(matcher, index, q, i, rows[i][:max(depths)]) for i in tqdm(range(len(q)), desc=f"rerank {q.direction}",
-                                                                                    unit="query")]
     for d in depths:
-        ranks = [first_hit(rows[i][:d][np.argsort(-scores[i][:d], kind="stable")], q.truth[i]) for i in range(len(q))]
-        out[f"two_stage@{d}"] = summarize(ranks, d) | {"latency_ms": time_queries(index, q, matcher, lat, d)}
+        out[f"two_stage@{d}"] = summarize(st.ranks(q.truth, d), d) | {"latency_ms": time_queries(index, q, matcher, lat, d)}
+        if fusion and d in fusion:
+            # the two-stage system's work plus one multiply-add per candidate: its latency
+            out[f"fused@{d}"] = summarize(st.ranks(q.truth, d, fusion[d]), d) | {"weight": fusion[d],
+                                                                                  "latency_ms": out[f"two_stage@{d}"]["latency_ms"]}
     if cfg.full_queries:
         sub = sorted(set(np.linspace(0, len(q) - 1, min(cfg.full_queries, len(q))).astype(int).tolist()))
         full = []
@@ -129,8 +174,7 @@ def evaluate_direction(index: CatalogIndex, q: Queries, matcher, cfg: RetrievalC
         out["cross_encoder"] = summarize(full, len(index)) | {"latency_ms": time_queries(index, q, matcher, lat[:8], None, full=True)}
         # the same queries through the other systems, for a like-for-like comparison
         out["on_cross_encoder_queries"] = {"dual": summarize([dual[i] for i in sub], 0)} | {
-            f"two_stage@{d}": summarize([first_hit(rows[i][:d][np.argsort(-scores[i][:d], kind="stable")], q.truth[i]) for i in sub], d)
-            for d in depths}
+            f"two_stage@{d}": summarize(st.ranks(q.truth, d, picks=sub), d) for d in depths}
     return out
 
 
@@ -154,8 +198,9 @@ def same_style(index: CatalogIndex, ks: tuple[int, ...] = KS) -> dict:
     return out
 
 
-def evaluate_retrieval(index: CatalogIndex, matcher=None, cfg: RetrievalConfig | None = None) -> dict:
-    """Every system's figures over the index's whole catalogue (build it from the test split)."""
+def evaluate_retrieval(index: CatalogIndex, matcher=None, cfg: RetrievalConfig | None = None, fusion_index: CatalogIndex | None = None) -> dict:
+    """Every system's figures over the index's whole catalogue (build it from the test split); with
+    ``fusion_index`` (a validation catalogue) also the fused two-stage ranking, its weights fitted there."""
     cfg = cfg or RetrievalConfig()
     if any(d < 1 for d in cfg.depths) or cfg.full_queries < 0 or cfg.latency_queries < 1:
         raise FbinferError(f"--depths {cfg.depths}, --full-queries {cfg.full_queries}, --latency-queries {cfg.latency_queries}: "
@@ -166,8 +211,16 @@ def evaluate_retrieval(index: CatalogIndex, matcher=None, cfg: RetrievalConfig |
               "reranker": None if matcher is None else matcher.backend, "depths": list(cfg.depths),
               "truth": "any image (caption) of the query's product; views of one product share their caption",
               "same_style": same_style(index)}
+    fusion = None
+    if fusion_index is not None and matcher is not None:
+        if fusion_index.meta["model_sha256"] != index.meta["model_sha256"]:
+            raise FbinferError(f"--fusion-index {fusion_index.folder}: built with another embedding model than {index.folder}")
+        fusion = fit_fusion(fusion_index, matcher, cfg.depths)
+        result["fusion"] = {"fitted_on": str(fusion_index.folder), "catalogue": len(fusion_index),
+                            "weights": {k: {str(d): w for d, w in v.items()} for k, v in fusion.items()},
+                            "rule": "cosine + weight * logit, the weight with the best Rank@1 on the fitting catalogue"}
     for direction, q in make_queries(index).items():
-        result[direction] = evaluate_direction(index, q, matcher, cfg)
+        result[direction] = evaluate_direction(index, q, matcher, cfg, fusion and fusion[direction])
     return result
 
 

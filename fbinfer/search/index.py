@@ -4,7 +4,9 @@ their patch features for the reranker, and the embedding model's identity.
 Folder layout (written under a temporary name and renamed, so it is whole or absent)::
 
     catalog.index/
-      index.json        format, model sha256 and path, kind, dimensions, counts, feature key, vocab sha256
+      index.json        format, model sha256 and path, kind, dimensions, counts, feature key, vocab sha256,
+                        and every other file's size and sha256 (patches.npy's shape too), checked
+                        before faiss or numpy reads it (``fbinfer.verify``)
       items.jsonl       one item per row: image, text, product_id, category, subcategory, patch_row
       image.faiss text.faiss product.faiss
       patches.npy       (rows, 64, 320) fp16 patch features: what the cross-encoder reranks with
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fbinfer import verify
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError, first_line
@@ -29,12 +32,13 @@ from fbinfer.outputs import check_folder_output
 from fbinfer.search.embedder import TARGETS, Embedder, embed_items, open_embedder
 
 FORMAT = "fbinfer.index"
-VERSION = 1
+VERSION = 2  # 2: index.json records each file's size and sha256
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
 # auto: exact search up to this many items, HNSW above (the measurement: docs/results/search.md)
 EXACT_UP_TO = 100_000
 HNSW_M, HNSW_EF_SEARCH, HNSW_EF_CONSTRUCTION = 32, 128, 80
 TRAIN_PER_LIST = 64  # IVF-PQ trains its lists and codebooks on at most this many vectors per list
+FILES = ("items.jsonl", "patches.npy", *(f"{t}.faiss" for t in TARGETS))
 
 
 def faiss_module():
@@ -97,6 +101,11 @@ def split_items(data: DataSource, split: str) -> list[Item]:
     return {"all": data.train + data.test, "train": data.train, "test": data.test}[split]
 
 
+def file_records(folder: Path, patch_shape: tuple[int, ...]) -> dict[str, dict]:
+    """Size and sha256 of every file of an index folder but index.json, which holds them."""
+    return {name: verify.record(folder / name, **({"shape": list(patch_shape)} if name == "patches.npy" else {})) for name in FILES}
+
+
 def write_index(out: Path, meta: dict, items: list[dict], vectors: dict[str, np.ndarray], patches: np.ndarray, kind: str) -> dict:
     """Write a new index folder atomically from the items, their vectors and their patch features."""
     faiss = faiss_module()
@@ -112,7 +121,8 @@ def write_index(out: Path, meta: dict, items: list[dict], vectors: dict[str, np.
             fill_faiss(index, vectors[target])
             faiss.write_index(index, str(tmp / f"{target}.faiss"))
             built[target] = type(index).__name__
-        meta = {**meta, "format": FORMAT, "version": VERSION, "kind": kind, "faiss": built, "count": len(items)}
+        meta = {**meta, "format": FORMAT, "version": VERSION, "kind": kind, "faiss": built, "count": len(items),
+                "files": file_records(tmp, np.shape(patches))}
         write_json(tmp / "index.json", meta)
     return meta
 
@@ -161,6 +171,7 @@ def add_to_index(folder: Path, data: DataSource, split: str = "all") -> dict:
         merged[:len(old)] = old
         merged[len(old):] = patches.astype(np.float16)
         merged.flush()
+        shape = merged.shape
         del merged, old
         new_items = old_items + [item_record(data, it, n0 + i) for i, it in enumerate(items)]
         with (tmp / "items.jsonl").open("w", encoding="utf-8") as f:
@@ -170,7 +181,8 @@ def add_to_index(folder: Path, data: DataSource, split: str = "all") -> dict:
             fill_faiss(index, vectors[target])
             faiss.write_index(index, str(tmp / f"{target}.faiss"))
         meta = {**meta, "count": len(new_items), "added": [*meta.get("added", []), {"data": str(data.path), "split": split,
-                                                                                   "items": len(items)}]}
+                                                                                   "items": len(items)}],
+                "files": file_records(tmp, shape)}
         write_json(tmp / "index.json", meta)
     return meta
 
@@ -182,14 +194,20 @@ def read_meta(folder: Path) -> dict:
     if not (folder / "index.json").is_file():
         raise FbinferError(f"{folder}: not an fbinfer index (no index.json)")
     meta = read_json(folder / "index.json")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise FbinferError(f"{folder}/index.json: not an fbinfer index of version {VERSION}")
-    for key in ("model", "model_sha256", "dim", "count", "feature_key", "vocab_sha256"):
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise FbinferError(f"{folder}/index.json: not an fbinfer index")
+    if meta.get("version") != VERSION:
+        raise FbinferError(f"{folder}/index.json: version {meta.get('version')}, this fbinfer reads version {VERSION} "
+                           "(indexes before 2 carry no file hashes); rebuild it with fbinfer index build")
+    for key in ("model", "model_sha256", "dim", "count", "feature_key", "vocab_sha256", "files"):
         if key not in meta:
             raise FbinferError(f"{folder}/index.json: missing field '{key}'")
-    for file in ("items.jsonl", "patches.npy", *(f"{t}.faiss" for t in TARGETS)):
-        if not (folder / file).is_file():
-            raise FbinferError(f"{folder}: {file} is missing (an incomplete or damaged index; rebuild it)")
+    files = meta["files"]
+    if not isinstance(files, dict) or set(files) != set(FILES) or not all(
+            isinstance(r, dict) and isinstance(r.get("bytes"), int) and isinstance(r.get("sha256"), str) for r in files.values()):
+        raise FbinferError(f"{folder}/index.json: field 'files' must record bytes and sha256 of {', '.join(FILES)}")
+    for name in FILES:  # before faiss or numpy parses anything
+        verify.check_file(folder / name, files[name], f"{folder}/index.json")
     return meta
 
 
@@ -243,6 +261,9 @@ class CatalogIndex:
         counts = {t: ix.ntotal for t, ix in self.indexes.items()}
         if set(counts.values()) != {len(self.items)} or len(self.items) != self.meta["count"]:
             raise FbinferError(f"{self.folder}: its files disagree on the item count ({counts}, {len(self.items)} items); rebuild it")
+        rows = [it.get("patch_row") for it in self.items]
+        if not all(isinstance(r, int) and 0 <= r < len(self.patches) for r in rows):
+            raise FbinferError(f"{self.folder}: items.jsonl names patch rows outside patches.npy's {len(self.patches)}; rebuild it")
         self._featurize: Callable | None = None
         self._checked: set[int] = set()  # rerankers already checked against the index
 

@@ -27,10 +27,11 @@ def retrieval_tables(result: dict, console: Console) -> None:
             if name == "on_cross_encoder_queries":
                 continue
             recall = ", ".join(f"R@{k.split('@')[1]} {x:.1f}" for k, x in v.items() if k.startswith("recall@"))
-            if name.startswith("two_stage@"):
+            if name.startswith(("two_stage@", "fused@")):
                 recall = f"R@{name.split('@')[1]} {r['dual'].get('recall@' + name.split('@')[1], float('nan')):.1f}"
             lat = v.get("latency_ms", {})
-            t.add_row(name.replace("_", " "), str(v["queries"]), f"{v['rank1']:.1f}", f"{v['rank5']:.1f}", f"{v['rank10']:.1f}", recall,
+            label = name.replace("_", " ") + (f" (logit weight {v['weight']:g})" if "weight" in v else "")
+            t.add_row(label, str(v["queries"]), f"{v['rank1']:.1f}", f"{v['rank5']:.1f}", f"{v['rank10']:.1f}", recall,
                       str(v["pairs_per_query"]), f"{lat.get('p50', float('nan')):.1f}", f"{lat.get('p99', float('nan')):.1f}")
         console.print(t)
         if "on_cross_encoder_queries" in r:

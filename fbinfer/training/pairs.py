@@ -1,4 +1,5 @@
-"""Training pairs: matched and unmatched 50/50, negatives from the same sub-category."""
+"""Training pairs: matched and unmatched 50/50, hard negatives from the same sub-category or, when
+given, mined from the recall stage's top-k (``fbinfer.training.mining``)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -15,18 +16,20 @@ from fbinfer.training.objectives import PretrainBatch, patch_mask, whole_word_ma
 class PairSampler:
     """Batch ``step`` is a pure function of (seed, step), so a resumed run sees the same batches."""
 
-    def __init__(self, items: list[Item], seed: int, batch_size: int, neg_ratio: float = 0.5, hard_ratio: float = 1.0):
+    def __init__(self, items: list[Item], seed: int, batch_size: int, neg_ratio: float = 0.5, hard_ratio: float = 1.0,
+                 mined: list[list[int]] | None = None):
         self.items, self.seed, self.batch_size, self.neg_ratio, self.hard_ratio = items, seed, batch_size, neg_ratio, hard_ratio
+        self.mined = mined  # item i's hard negatives: other products the dual encoder ranks near its caption
         self.by_sub: dict[str, list[int]] = defaultdict(list)
         for i, it in enumerate(items):
             self.by_sub[it.subcategory].append(i)
         self.steps_per_epoch = max(1, len(items) // batch_size)
 
     def negative(self, i: int, rng: np.random.Generator, hard: bool | None = None) -> int:
-        """Another product's item: from the same sub-category with probability ``hard_ratio``
-        (always when ``hard``), else from anywhere."""
+        """Another product's item: a hard one with probability ``hard_ratio`` (always when
+        ``hard``), from ``mined[i]`` if given, else from the same sub-category; else from anywhere."""
         pid = self.items[i].product_id
-        pool = self.by_sub[self.items[i].subcategory]
+        pool = self.mined[i] if self.mined and self.mined[i] else self.by_sub[self.items[i].subcategory]
         for _ in range(8 if (rng.random() < self.hard_ratio if hard is None else hard) else 0):
             j = pool[rng.integers(len(pool))]
             if self.items[j].product_id != pid:

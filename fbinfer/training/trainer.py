@@ -20,6 +20,7 @@ from fbinfer.training import loop
 from fbinfer.training.adaptive import MODES, TaskWeights
 from fbinfer.training.align import align_projection
 from fbinfer.training.loop import Optimization, autocast, resume_path
+from fbinfer.training.mining import mine_negatives
 from fbinfer.training.objectives import pretrain_losses
 from fbinfer.training.pairs import PairSampler, make_batch
 
@@ -48,6 +49,8 @@ class TrainConfig:
     lists: int = 0  # ranking lists per batch after the warm-up: TIA adds their softmax cross-entropy
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     start: str | None = None  # a FashionBERT checkpoint to fine-tune (no projector alignment, no TIA warm-up)
+    mine_negatives: str | None = None  # an embedding model: hard negatives from its top mined_k per caption (training/mining.py)
+    mined_k: int = 16
     precision: str = "fp32"  # of the forward pass: fp32 or bf16 (autocast; weights and optimizer stay fp32)
     checkpoint_every: int = 200
     log_every: int = 10
@@ -64,6 +67,10 @@ class TrainConfig:
             raise FbinferError(f"--fixed-weights: {','.join(map(str, self.fixed_weights))} is not three numbers >= 0 (MLM,MPM,TIA)")
         if self.tia_warmup_steps < 0:
             raise FbinferError(f"--tia-warmup-steps: must be >= 0, got {self.tia_warmup_steps}")
+        if self.mined_k < 1:
+            raise FbinferError(f"--mined-k: must be >= 1, got {self.mined_k}")
+        if self.mine_negatives is not None and not Path(self.mine_negatives).exists():
+            raise FbinferError(f"--mine-negatives {self.mine_negatives}: no such embedding model")
         return self
 
 
@@ -125,7 +132,8 @@ def _train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path,
         model, vocab = new_model(cfg, tc.seed)
     store = FeatureStore(data, cfg).ensure(data.train + data.test)
     tok = Checkpoint(model, vocab).tokenizer()
-    sampler = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=tc.hard_ratio)
+    mined = mine_negatives(Path(tc.mine_negatives), data.train, store, tc.mined_k) if tc.mine_negatives else None
+    sampler = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=tc.hard_ratio, mined=mined)
     easy = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=0.0)
     total = loop.total_steps(tc.steps, tc.epochs, sampler.steps_per_epoch)
     optim = Optimization.adamw(param_groups(model, tc), total, tc.warmup, tc.tia_warmup_steps)
