@@ -337,6 +337,8 @@ def serve_cmd(
     max_documents: Annotated[int, typer.Option(help="Most documents per rerank request (and the largest k or depth of a search).")] = Limits.documents,
     max_body_mb: Annotated[float, typer.Option(help="Largest REST request body, MB.")] = Limits.body_bytes / 2**20,
     max_caption_chars: Annotated[int, typer.Option(help="Longest caption a REST request may send.")] = Limits.caption_chars,
+    max_connections_per_client: Annotated[int, typer.Option(help="Open REST connections one address may hold (more: 429).")] = Limits.connections_per_client,
+    idle_timeout_s: Annotated[float, typer.Option(help="Close a REST connection idle or stalled this long.")] = Limits.idle_timeout_s,
     api_key_file: Annotated[Path | None, typer.Option(help="A file holding a shared secret: REST requests must send Authorization: Bearer "
                                                            "SECRET (all but /health). Or set FBINFER_API_KEY.")] = None,
     repository: Annotated[Path | None, typer.Option(help="Write the served repository here and keep it (default: a temporary one).")] = None,
@@ -353,7 +355,8 @@ def serve_cmd(
         return
     sc = ServeConfig(backend, precision, Ports(http_port, grpc_port, metrics_port, rest_port), max_batch, max_queue_delay_us, instances,
                      CatalogOptions(index, depth, max_documents, ranking_instances),
-                     Limits(int(max_body_mb * 2**20), max_documents, max_caption_chars), api_key(api_key_file))
+                     Limits(int(max_body_mb * 2**20), max_documents, max_caption_chars, max_connections_per_client, idle_timeout_s),
+                     api_key(api_key_file))
     serve(bundle, sc, repository, log=console.print)
 
 

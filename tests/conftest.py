@@ -3,12 +3,14 @@ bundle, and a tiny dual encoder with a catalogue index of the test split, made o
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import spread_scores
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fbinfer-test-cache-")  # the verified-files cache: not the user's
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -145,3 +149,20 @@ def lazy(pairs, flat: np.ndarray, name: str = "row"):
     from fbinfer.bench.drift import LazyScores
 
     return LazyScores(lambda feeds: {"logit": flat[feeds["k"][0] * 64:(feeds["k"][0] + 1) * 64]}, pairs, name)
+
+
+def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 300) -> None:
+    """Run ``fbinfer ARGS`` and SIGKILL it as soon as ``ready()`` holds; fail if it ends first
+    (then the kill proved nothing)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fbinfer.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"fbinfer {args[0]} ended before the kill (exit {proc.returncode}): {proc.stderr.read()[-500:]}")
+        if time.monotonic() > end:
+            proc.kill()
+            pytest.fail(f"fbinfer {args[0]}: never reached the point to kill it")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import kill_when, run_cli
 
 from fbinfer.bundle import Bundle
 from fbinfer.data.features import FeatureStore
@@ -22,23 +17,6 @@ from fbinfer.data.source import load_data
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.model.config import preset
-
-
-def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 300) -> None:
-    """Run ``fbinfer ARGS`` and SIGKILL it as soon as ``ready()`` holds; fail if it ends first
-    (then the kill proved nothing)."""
-    proc = subprocess.Popen([sys.executable, "-m", "fbinfer.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    end = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"fbinfer {args[0]} ended before the kill (exit {proc.returncode}): {proc.stderr.read()[-500:]}")
-        if time.monotonic() > end:
-            proc.kill()
-            pytest.fail(f"fbinfer {args[0]}: never reached the point to kill it")
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
 
 
 def temporaries(folder: Path, name: str) -> list[Path]:

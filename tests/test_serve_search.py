@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import kill_when
 
 pytest.importorskip("tritonclient.grpc", reason="serving needs the serve extra: pip install -e '.[serve]'")
 pytest.importorskip("faiss", reason="catalogue search needs the search extra: pip install -e '.[search]'")
@@ -63,7 +64,8 @@ def served(tiny_bundle, test_index, tmp_path_factory):
     p = subprocess.Popen([sys.executable, "-m", "fbinfer.cli", "serve", str(tiny_bundle), "--index", str(index), "--depth", str(DEPTH),
                           "--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics),
                           "--rest-port", str(ports.rest), "--max-batch", "16", "--ranking-instances", "2", "--max-documents", "50",
-                          "--max-body-mb", "1", "--api-key-file", str(key_file)],
+                          "--max-body-mb", "1", "--api-key-file", str(key_file), "--max-connections-per-client", "16",
+                          "--idle-timeout-s", "2"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://localhost:{ports.rest}"
     deadline = time.monotonic() + 120
@@ -206,3 +208,70 @@ def test_items_added_while_serving_are_found_without_a_failed_request(served, ti
         assert counts[0] == before and counts[-1] == before + len(data.train) and counts == sorted(counts), counts
     status, got = post(f"{served.url}/v1/search", {"query": data.train[0].text, "k": 5, "depth": 0})
     assert status == 200 and any(r["id"] >= before for r in got["results"])  # an added item is among them
+
+
+def test_idle_connections_hold_only_their_clients_share_and_time_out(served, items):
+    """A client (127.0.0.2) that opens connections and sends nothing: past its 16 the server says
+    429 and closes; another client (127.0.0.1) is answered all along; after the 2 s idle timeout
+    the server has closed the idle ones and the first client is served again."""
+    import socket
+
+    port = int(served.url.rsplit(":", 1)[1])
+
+    def connect() -> socket.socket:
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", port))
+        return s
+
+    idle = [connect() for _ in range(16)]
+    try:
+        time.sleep(0.3)
+        extra = connect()
+        extra.settimeout(5)
+        assert extra.recv(100).startswith(b"HTTP/1.1 429")
+        extra.close()
+        assert post(f"{served.url}/v1/search", {"query": items[0].text, "k": 2})[0] == 200
+        time.sleep(3)
+        for s in idle:
+            s.settimeout(1)
+            assert s.recv(100) == b""  # closed by the server
+        again = connect()
+        again.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        again.settimeout(5)
+        assert again.recv(100).startswith(b"HTTP/1.1 200")
+        again.close()
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_an_add_killed_midway_leaves_the_served_index_whole(served, tiny_data):
+    """kill -9 of fbinfer index add while its new folder is being written: the server keeps
+    answering from the version it has, no request fails, the folder still opens (hashes match),
+    and the add run again is picked up."""
+    data = load_data(tiny_data)
+    count = post(f"{served.url}/v1/search", {"query": data.test[0].text, "k": 1})[1]["count"]
+    stop, answers = threading.Event(), []
+
+    def client():
+        while not stop.is_set():
+            answers.append(post(f"{served.url}/v1/search", {"query": data.test[0].text, "k": 3, "depth": 0}))
+
+    t = threading.Thread(target=client)
+    t.start()
+    try:
+        args = ["index", "add", str(served.index), "--data", str(tiny_data), "--split", "test"]
+        kill_when(args, lambda: any(served.index.parent.glob(f".{served.index.name}.*.tmp/patches.npy")))
+        time.sleep(1)
+        assert len(CatalogIndex(served.index)) == count
+        assert subprocess.run([sys.executable, "-m", "fbinfer.cli", *args], check=False, capture_output=True).returncode == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and answers[-1][1].get("count") != count + len(data.test):
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join()
+    assert all(a[0] == 200 for a in answers), [a for a in answers if a[0] != 200][:3]
+    assert answers[-1][1]["count"] == count + len(data.test)
+    assert not list(served.index.parent.glob(f".{served.index.name}.*.tmp"))  # the dead run's temporary removed by the rerun

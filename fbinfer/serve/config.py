@@ -32,6 +32,8 @@ class Limits:
     body_bytes: int = 16 << 20
     documents: int = 1000  # per rerank request; also the largest k and depth of a search
     caption_chars: int = 1000
+    connections_per_client: int = 32  # open connections from one address; more are answered 429 and closed
+    idle_timeout_s: float = 10.0  # a connection that sends nothing (or stalls mid-request) this long is closed
 
 
 def api_key(path: Path | None) -> str | None:

@@ -22,6 +22,7 @@ import json
 import math
 import threading
 import uuid
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -185,7 +186,7 @@ class RestFront:
     # ---- the server ------------------------------------------------------------------------------
     def start(self) -> RestFront:
         try:
-            self.httpd = _Server(("0.0.0.0", self.port), _handler(self))
+            self.httpd = _Server(("0.0.0.0", self.port), _handler(self), self.limits.connections_per_client)
         except OSError as e:
             raise FbinferError(f"--rest-port {self.port}: cannot listen ({e.strerror})") from None
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="fbinfer-rest", daemon=True)
@@ -201,8 +202,41 @@ class RestFront:
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``per_client`` open connections per address: a client
+    that opens many and sends nothing holds its own share only (each also closes after the
+    handler's idle timeout)."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog (socketserver's 5 leaves bursts of clients half-connected)
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], per_client: int):
+        super().__init__(address, handler)
+        self.per_client, self.active, self.lock = per_client, Counter(), threading.Lock()
+
+    def process_request(self, request, client_address) -> None:
+        host = client_address[0]
+        with self.lock:
+            refused = self.active[host] >= self.per_client
+            if not refused:
+                self.active[host] += 1
+        if refused:
+            body = json.dumps({"message": f"more than {self.per_client} open connections from {host}"}).encode()
+            try:
+                request.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.lock:
+                self.active[client_address[0]] -= 1
 
 
 def _handler(front: RestFront) -> type[BaseHTTPRequestHandler]:
@@ -211,6 +245,7 @@ def _handler(front: RestFront) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "fbinfer"
+        timeout = front.limits.idle_timeout_s  # on the socket: an idle or stalled connection is closed
 
         def log_message(self, *args) -> None:  # no line per request on stderr
             pass

@@ -50,7 +50,10 @@ class ServeConfig:
         if self.max_batch > bundle.max_batch:
             raise FbinferError(f"--max-batch {self.max_batch} is above the bundle's {bundle.max_batch} (its graphs' largest batch)")
         c = self.catalog
-        for option, value, low in (("--depth", c.depth, 0), ("--ranking-instances", c.instances, 1)):
+        lim = self.limits
+        for option, value, low in (("--depth", c.depth, 0), ("--ranking-instances", c.instances, 1), ("--max-documents", lim.documents, 1),
+                                   ("--max-body-mb", lim.body_bytes, 1), ("--max-caption-chars", lim.caption_chars, 1),
+                                   ("--max-connections-per-client", lim.connections_per_client, 1), ("--idle-timeout-s", lim.idle_timeout_s, 0.1)):
             if value < low:
                 raise FbinferError(f"{option} must be >= {low}, not {value}")
         if c.depth > self.limits.documents:
