@@ -38,6 +38,7 @@ from search_scale import grown_index
 import fbinfer
 from fbinfer.bundle import Bundle
 from fbinfer.data.source import DataSource, load_data
+from fbinfer.errors import FbinferError
 from fbinfer.fileio import sha256
 from fbinfer.machine import cpu_flags
 from fbinfer.search.index import add_to_index
@@ -59,6 +60,7 @@ class Server:
     """``fbinfer serve`` as a user starts it, in its own process group."""
 
     def __init__(self, bundle: Path, index: Path, depth: int, ports: Ports, log: Path):
+        self.ports = ports
         self.args = [sys.executable, "-m", "fbinfer.cli", "serve", str(bundle), "--index", str(index), "--depth", str(depth),
                      "--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics),
                      "--rest-port", str(ports.rest)]
@@ -90,7 +92,15 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)  # anything left of the tree
         except ProcessLookupError:
             pass
-        return code
+        deadline = time.monotonic() + 30  # tritonserver dies with its parent (PR_SET_PDEATHSIG); its ports free soon after
+        while True:
+            try:
+                self.ports.check_free()
+                return code
+            except FbinferError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def closed_loop(url: str, queries: list[str], k: int, clients: int, seconds: float) -> dict:

@@ -5,7 +5,7 @@ import pytest
 
 from fbinfer.data.source import load_data
 from fbinfer.data.synth import SynthConfig, synthesize
-from fbinfer.evaluation.ceiling import query_ceiling, rank1_ceiling
+from fbinfer.evaluation.ceiling import catalogue_ceiling, query_ceiling, rank1_ceiling
 
 PRODUCTS = {
     "q": {"category": "TOPS", "subcategory": "t-shirt", "color": "red", "pattern": "solid", "sleeve": "long", "named": ["color"]},
@@ -23,6 +23,23 @@ def test_query_ceiling_by_hand():
     # "red short-sleeved t-shirt" does not; a shirt's caption never fits a t-shirt
     assert query_ceiling(PRODUCTS, "q", negatives, "image_to_text") == pytest.approx(1 / 2)
     assert query_ceiling(PRODUCTS, "q", ["same_color"], "image_to_text") == 1.0
+
+
+def test_catalogue_ceiling_by_hand(tmp_path):
+    """The whole catalogue as candidates, same_color with three views, the others one: captions one
+    per product, images one per item. Caption queries: q ties with same_color (1/2), same_color's "red
+    short-sleeved t-shirt" fits only itself, other_color's "solid t-shirt" fits q too (1/2),
+    other_sub's "shirt" fits only itself: (1/2 + 1 + 1/2 + 1) / 4. Image queries, per view: q's
+    image fits other_color's "solid t-shirt" (1/2), same_color's (red, striped) fits q's "red
+    t-shirt" (1/2), the other two fit only their own captions (1): (1/2 + 3 x 1/2 + 1 + 1) / 6 (the
+    directions swapped would give 5 / 6)."""
+    import json
+
+    (tmp_path / "synth.json").write_text(json.dumps({"products": PRODUCTS}))
+    ids = ["q", "same_color", "same_color", "same_color", "other_color", "other_sub"]
+    got = catalogue_ceiling(tmp_path, ids)
+    assert got == {"text_to_image": pytest.approx(75.0), "image_to_text": pytest.approx(100 * 4 / 6, abs=0.01)}
+    assert catalogue_ceiling(tmp_path / "none", ids) is None
 
 
 def test_rank1_ceiling_rises_when_captions_name_everything(tmp_path):

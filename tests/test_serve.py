@@ -154,6 +154,27 @@ def test_serve_cli_stops_on_sigterm(tiny_bundle, tmp_path):
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(repo) in _cmdline(pid)], "a server process survived"
 
 
+def test_serve_killed_leaves_no_server_behind(tiny_bundle, tmp_path):
+    """SIGKILL to fbinfer serve (no handler runs): its tritonserver and the stubs die with it, and
+    the ports are free again (a server orphaned by a killed parent kept them before)."""
+    ports, repo = Ports.free(), tmp_path / "repo"
+    p = subprocess.Popen([sys.executable, "-m", "fbinfer.cli", "serve", str(tiny_bundle), "--http-port", str(ports.http),
+                          "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--rest-port", str(ports.rest),
+                          "--repository", str(repo)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    probe = TritonServer(repo, ports)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and p.poll() is None and not probe.ready():
+        time.sleep(0.3)
+    assert probe.ready()
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and [pid for pid in os.listdir("/proc") if pid.isdigit() and str(repo) in _cmdline(pid)]:
+        time.sleep(0.3)
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(repo) in _cmdline(pid)], "a server process survived"
+    ports.check_free()
+
+
 def _cmdline(pid: str) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

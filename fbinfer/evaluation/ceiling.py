@@ -1,4 +1,4 @@
-"""The best Rank@1 any model can reach on a synthetic data set.
+"""The best Rank@1 any model can reach on a synthetic data set (on its eval lists, or a whole catalogue).
 
 A synthetic caption names only some of its product's properties (synth.json records which).
 A candidate product that has every property the caption names explains that caption exactly
@@ -8,6 +8,8 @@ so no model can tell them apart: with k such ties a query's best expected Rank@1
 property of its product, so it is an upper bound.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.source import DataSource
@@ -46,3 +48,20 @@ def rank1_ceiling(data: DataSource, queries: int | None = None) -> dict[str, flo
                      for q in data.candidates.direction(d, queries)]
         out[d] = round(100.0 * sum(per_query) / len(per_query), 2)
     return out
+
+
+def catalogue_ceiling(data_path: Path, product_ids: list[str]) -> dict[str, float] | None:
+    """Per direction, the ceiling in percent when every item of a catalogue (its items' product
+    ids, one per item) is a candidate, with ``eval-retrieval``'s queries: one per product for
+    captions (its views share it), one per item for images. None where the data does not record
+    what its captions name."""
+    file = Path(data_path) / "synth.json"
+    if not file.is_file():
+        return None
+    products = read_json(file).get("products", {})
+    if not set(product_ids) <= products.keys() or any("named" not in products[p] for p in product_ids):
+        return None
+    unique = list(dict.fromkeys(product_ids))
+    t2i = [query_ceiling(products, p, [q for q in unique if q != p], "text_to_image") for p in unique]
+    i2t = [query_ceiling(products, p, [q for q in unique if q != p], "image_to_text") for p in product_ids]
+    return {"text_to_image": round(100.0 * sum(t2i) / len(t2i), 2), "image_to_text": round(100.0 * sum(i2t) / len(i2t), 2)}

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fbinfer.errors import FbinferError
+from fbinfer.evaluation.ceiling import catalogue_ceiling
 from fbinfer.search.index import CatalogIndex, check_reranker, rerank_scores
 
 KS = (1, 5, 10)
@@ -210,7 +211,8 @@ def evaluate_retrieval(index: CatalogIndex, matcher=None, cfg: RetrievalConfig |
     result = {"catalogue": len(index), "index": str(index.folder), "model": index.meta["model"], "kind": index.meta["kind"],
               "reranker": None if matcher is None else matcher.backend, "depths": list(cfg.depths),
               "truth": "any image (caption) of the query's product; views of one product share their caption",
-              "same_style": same_style(index)}
+              "same_style": same_style(index),
+              "ceiling": catalogue_ceiling(Path(index.meta["data"]), [it["product_id"] for it in index.items])}
     fusion = None
     if fusion_index is not None and matcher is not None:
         if fusion_index.meta["model_sha256"] != index.meta["model_sha256"]:

@@ -20,7 +20,9 @@ def hits_table(hits: list[Hit], title: str) -> Table:
 def retrieval_tables(result: dict, console: Console) -> None:
     for direction in ("text_to_image", "image_to_text"):
         r = result[direction]
-        t = Table(title=f"{direction.replace('_', ' ')}: {r['dual']['queries']} queries over {result['catalogue']} items")
+        ceiling = (result.get("ceiling") or {}).get(direction)
+        t = Table(title=f"{direction.replace('_', ' ')}: {r['dual']['queries']} queries over {result['catalogue']} items"
+                        + (f" (the data's Rank@1 ceiling: {ceiling:.1f})" if ceiling is not None else ""))
         for col in ("system", "queries", "Rank@1", "Rank@5", "Rank@10", "recall stage", "pairs / query", "p50 ms", "p99 ms"):
             t.add_column(col, justify="right" if col != "system" else "left")
         for name, v in r.items():

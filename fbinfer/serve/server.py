@@ -113,6 +113,20 @@ class TritonInstall:
         return env
 
 
+def die_with_parent():
+    """A ``preexec_fn`` that has the child SIGKILLed when the process that started it dies, so that
+    a ``fbinfer serve`` killed by SIGKILL leaves no server holding its ports (Linux prctl
+    PR_SET_PDEATHSIG; the Python backend's stubs exit when their server does); None elsewhere.
+    Resolved before the fork: in the child it is one foreign call, no import and no lock."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def check_stub_numpy() -> None:
     import numpy as np
 
@@ -161,7 +175,8 @@ class TritonServer:
         self.log = self.log or work / "tritonserver.log"
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(self.command(install.backends(work)), env=install.environment(), stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=die_with_parent())  # noqa: PLW1509 (one foreign call, see die_with_parent)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
