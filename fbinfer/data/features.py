@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fbinfer.data.preprocess import ImagePreprocess, make_extractor
+from fbinfer.data.preprocess import ImagePreprocess, PixelPatches
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError, first_line
@@ -206,3 +206,13 @@ def cache_damage(idx: object, array: Path, shape: tuple[int, int]) -> str | None
 
 
 __all__ = ["EfficientNetPatches", "EfficientNetTrunk", "FeatureStore"]
+
+
+def make_extractor(cfg, engine: str = "torch"):
+    """The model's own extractor: numpy pixel cells, or EfficientNet-Lite0 in PyTorch, or with
+    ``engine="fast"`` on OpenVINO where installed (``EfficientNetPatches``)."""
+    if cfg.patch_input == "pixels":
+        return PixelPatches(cfg.image_size, cfg.grid_size)
+    if cfg.grid_size * 32 != cfg.image_size:
+        raise FbinferError(f"config: EfficientNet's stride-32 trunk gives a {cfg.image_size // 32}-grid, config asks {cfg.grid_size}")
+    return EfficientNetPatches(cfg.feature_layer, cfg.image_size, engine)

@@ -75,16 +75,3 @@ class PixelPatches:
         x = np.stack([np.asarray(im.convert("RGB").resize((self.image_size, self.image_size)), dtype=np.float32) for im in images])
         x = x.reshape(len(images), self.grid, p, self.grid, p, 3).transpose(0, 1, 3, 5, 2, 4)  # B, gy, gx, C, py, px
         return (x.reshape(len(images), self.grid * self.grid, 3 * p * p) / 127.5 - 1.0).astype(np.float16)
-
-
-def make_extractor(cfg, engine: str = "torch"):
-    """The model's own extractor: numpy pixel cells, or EfficientNet-Lite0 (imported only then: an
-    ImportError here means torch or the EfficientNet packages are missing) in PyTorch, or with
-    ``engine="fast"`` on OpenVINO where installed (``EfficientNetPatches``)."""
-    if cfg.patch_input == "pixels":
-        return PixelPatches(cfg.image_size, cfg.grid_size)
-    if cfg.grid_size * 32 != cfg.image_size:
-        raise FbinferError(f"config: EfficientNet's stride-32 trunk gives a {cfg.image_size // 32}-grid, config asks {cfg.grid_size}")
-    from fbinfer.data.features import EfficientNetPatches
-
-    return EfficientNetPatches(cfg.feature_layer, cfg.image_size, engine)

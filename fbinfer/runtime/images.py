@@ -15,7 +15,7 @@ from PIL import Image
 
 from fbinfer.bundle.io_spec import PATCHES
 from fbinfer.data.decode import decode_image, read_image_file
-from fbinfer.data.preprocess import GraphExtractor, bundle_preprocess, make_extractor
+from fbinfer.data.preprocess import GraphExtractor, bundle_preprocess
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
 
@@ -26,7 +26,9 @@ Extractor = Callable[[list[Image.Image]], np.ndarray]  # PIL images -> (N, patch
 def torch_extractor(cfg: FashionBertConfig) -> Callable[[], Extractor]:
     """The model's own extractor (PyTorch EfficientNet, or numpy pixel cells for a pixel-patch model)."""
     def make() -> Extractor:
-        try:
+        try:  # torch and the EfficientNet packages are imported only here
+            from fbinfer.data.features import make_extractor
+
             return make_extractor(cfg)
         except ImportError as e:
             raise FbinferError(f"images need the PyTorch extractor here, and it cannot be imported ({e}); use a bundle "
