@@ -115,7 +115,7 @@ def closed_loop(url: str, queries: list[str], k: int, clients: int, seconds: flo
             (lat if status == 200 else failed).append(1000 * (time.perf_counter() - t0) if status == 200 else (status, body))
             i += clients
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(clients)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -140,7 +140,7 @@ def paced(url: str, queries: list[str], k: int, rate: float, seconds: float) -> 
     start = time.perf_counter()
     for n in range(int(rate * seconds)):
         time.sleep(max(0.0, start + n / rate - time.perf_counter()))
-        threads.append(threading.Thread(target=one, args=(queries[n % len(queries)],)))
+        threads.append(threading.Thread(target=one, args=(queries[n % len(queries)],), daemon=True))
         threads[-1].start()
     for t in threads:
         t.join()
@@ -171,7 +171,7 @@ def adds_under_load(server: Server, index_folder: Path, data: DataSource, querie
             out.append(post(f"{server.url}/v1/search", {"query": queries[i % len(queries)], "k": k}))
             i += 1
 
-    threads = [threading.Thread(target=client, args=(a,)) for a in answers]
+    threads = [threading.Thread(target=client, args=(a,), daemon=True) for a in answers]
     for t in threads:
         t.start()
     time.sleep(2)
@@ -191,6 +191,11 @@ def adds_under_load(server: Server, index_folder: Path, data: DataSource, querie
     return {"added": len(data.test), "before": before, "after": counts[0][-1] if counts[0] else None, "requests": len(flat),
             "failed": sum(1 for s, _ in flat if s != 200), "add_s": round(add_s, 1), "new_version_served_after_s": round(seen_new, 1),
             "monotonic_per_client": all(c == sorted(c) for c in counts)}
+
+
+def tuned_plan(bundle: Bundle, backend: str) -> dict | None:
+    """The plan fbinfer tune chose for the backend that ran (``openvino:GRAPH`` names it with its graph)."""
+    return (bundle.manifest.get("tuning") or {}).get("plans", {}).get(backend.split(":")[0])
 
 
 def main() -> None:
@@ -218,33 +223,37 @@ def main() -> None:
     bundle = Bundle.open(args.rerank)
     server = Server(args.rerank, folder, args.depth, Ports.free(), args.work / "serve.log")
     start_s = server.start()
-    levels = [int(c) for c in args.clients.split(",")]
-    rounds = []
-    for _ in range(2):  # in turns: in-process, then each served level, twice
-        rounds.append({"in_process": in_process(index, matcher, queries, args.k, args.depth, args.seconds)})
-        rounds[-1]["served"] = [closed_loop(server.url, queries, args.k, c, args.seconds) for c in levels]
-        console.print(rounds[-1])
-    best = max((r for rd in rounds for r in rd["served"]), key=lambda r: r["queries_per_s"])
-    inproc = float(np.mean([rd["in_process"]["queries_per_s"] for rd in rounds]))
-    half = paced(server.url, queries, args.k, best["queries_per_s"] / 2, args.seconds)
-    reference = {q: post(f"{server.url}/v1/search", {"query": q, "k": args.k})[1]["results"] for q in queries[:8]}
-    killed_at = time.perf_counter()
-    loader = threading.Thread(target=closed_loop, args=(server.url, queries, args.k, 2, 4.0))
-    loader.start()
-    time.sleep(2)
-    server.stop(kill=True)
-    loader.join()
-    restart_s = server.start()
-    same = all(post(f"{server.url}/v1/search", {"query": q, "k": args.k})[1]["results"] == r for q, r in reference.items())
-    recovery = {"killed": "SIGKILL to the server's process group under 2 clients", "restart_s": round(restart_s, 1),
-                "down_s": round(time.perf_counter() - killed_at, 1), "same_results_after_restart": same}
-    adds = adds_under_load(server, folder, data, queries, args.k)
-    code = server.stop()
+    try:
+        levels = [int(c) for c in args.clients.split(",")]
+        rounds = []
+        for _ in range(2):  # in turns: in-process, then each served level, twice
+            rounds.append({"in_process": in_process(index, matcher, queries, args.k, args.depth, args.seconds)})
+            rounds[-1]["served"] = [closed_loop(server.url, queries, args.k, c, args.seconds) for c in levels]
+            console.print(rounds[-1])
+        best = max((r for rd in rounds for r in rd["served"]), key=lambda r: r["queries_per_s"])
+        inproc = float(np.mean([rd["in_process"]["queries_per_s"] for rd in rounds]))
+        half = paced(server.url, queries, args.k, best["queries_per_s"] / 2, args.seconds)
+        reference = {q: post(f"{server.url}/v1/search", {"query": q, "k": args.k})[1]["results"] for q in queries[:8]}
+        killed_at = time.perf_counter()
+        loader = threading.Thread(target=closed_loop, args=(server.url, queries, args.k, 2, 4.0), daemon=True)
+        loader.start()
+        time.sleep(2)
+        server.stop(kill=True)
+        loader.join()
+        restart_s = server.start()
+        same = all(post(f"{server.url}/v1/search", {"query": q, "k": args.k})[1]["results"] == r for q, r in reference.items())
+        recovery = {"killed": "SIGKILL to the server's process group under 2 clients", "restart_s": round(restart_s, 1),
+                    "down_s": round(time.perf_counter() - killed_at, 1), "same_results_after_restart": same}
+        adds = adds_under_load(server, folder, data, queries, args.k)
+        code = server.stop()
+    finally:
+        if server.process.poll() is None:
+            server.stop(kill=True)
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": {"cpus": os.cpu_count(), "cpu": cpu_flags()},
         "models": {"embedder": {"path": str(args.model), "sha256": sha256(args.model)},
                    "reranker": {"bundle": str(args.rerank), "checkpoint_sha256": bundle.manifest["source"]["sha256"],
-                                "backend": matcher.backend, "tuned_plan": (bundle.manifest.get("tuning") or {}).get("plans", {}).get(matcher.backend)}},
+                                "backend": matcher.backend, "tuned_plan": tuned_plan(bundle, matcher.backend)}},
         "index": {"items": args.items, "kind": index.meta["kind"], "write_s": round(build_s, 1), "noise": args.noise},
         "depth": args.depth, "k": args.k, "server_start_s": round(start_s, 1), "rounds": rounds,
         "saturated": best, "in_process_queries_per_s": round(inproc, 2),

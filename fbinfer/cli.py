@@ -132,7 +132,13 @@ def train_cmd(
                      tia_warmup_steps=tia_warmup_steps, hard_ratio=hard_ratio, lists=lists, list_size=list_size,
                      start=str(start) if start else None, precision=precision,
                      mine_negatives=str(mine_negatives) if mine_negatives else None, mined_k=mined_k).validate()
-    result = train(load_data(data), cfg, tc, out, resume=resume, force=force)
+    source = load_data(data)
+    mined = None
+    if mine_negatives is not None:
+        from fbinfer.search.mining import mine_negatives as mine
+
+        mined = mine(mine_negatives, source, source.train, mined_k)
+    result = train(source, cfg, tc, out, resume=resume, force=force, mined=mined)
     console.print(f"wrote {out} after {result.steps} steps in {result.seconds:.0f} s")
 
 

@@ -10,7 +10,7 @@ import fbinfer
 ROOT = Path(fbinfer.__file__).parent
 # lowest first: a module may import its own layer and any layer below it
 LAYERS = [
-    {"errors", "fileio", "outputs", "threads", "machine"},
+    {"errors", "fileio", "verify", "outputs", "threads", "machine"},
     {"model"},
     {"bundle"},
     {"data"},
@@ -22,8 +22,8 @@ LAYERS = [
     {"runtime"},
     {"bench"},
     {"tune"},
-    {"serve"},
     {"search"},
+    {"serve"},
     {"recipes", "demo", "cli", "__init__"},
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -152,19 +152,17 @@ def test_fusion_weight_follows_a_reranker_that_helps_and_ignores_one_that_hurts(
     assert best_weight(hurts, truth, 3) == 0.0 and hurts.ranks(truth, 3) == [2, 2, 2]  # reranked alone: worst
 
 
-def test_mined_negatives_are_the_dual_encoders_nearest_other_products(embed_model, tiny_data, tiny_model):
+def test_mined_negatives_are_the_dual_encoders_nearest_other_products(embed_model, tiny_data):
     """Each caption's mined negatives: other products only, in the order of the dual encoder's
     caption -> image cosine (checked by brute force), and the sampler's hard negatives come from them."""
     from fbinfer.data.features import FeatureStore
-    from fbinfer.model.checkpoint import load_checkpoint
     from fbinfer.search.embedder import embed_items
-    from fbinfer.training.mining import mine_negatives
+    from fbinfer.search.mining import mine_negatives
     from fbinfer.training.pairs import PairSampler
 
     data = load_data(tiny_data)
     items = data.train
-    store = FeatureStore(data, load_checkpoint(tiny_model).config)
-    mined = mine_negatives(embed_model, items, store, k=5)
+    mined = mine_negatives(embed_model, data, items, k=5)
     emb = open_embedder(embed_model)
     vec = embed_items(emb, [it.text for it in items], FeatureStore(data, emb.config.feature_config()).ensure(items).get(items).numpy())
     for i in (0, 7, len(items) - 1):
@@ -194,6 +192,29 @@ def test_add_then_search_finds_the_added_item(embed_model, tiny_data, tmp_path):
     feats = np.asarray(idx.patches[idx.items[len(d.test)]["patch_row"]], dtype=np.float32)
     hits = idx.search(image=feats, k=1)  # an added item's own image finds itself
     assert hits[0].row == len(d.test) and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_add_to_an_index_whose_items_share_patch_rows(embed_model, tiny_data, tmp_path):
+    """A catalogue grown from copies (benchmarks/search_scale.py: many items, one patch row): the
+    added items' features go after the last row, not after the item count (which broke on a
+    100,000-item index with 2,400 rows)."""
+    from fbinfer.search.embedder import TARGETS
+    from fbinfer.search.index import write_index
+
+    d = load_data(tiny_data)
+    base = tmp_path / "base.index"
+    build_index(embed_model, d, base, kind="flat", split="test")
+    idx = CatalogIndex(base)
+    n = len(idx)
+    vectors = {t: np.concatenate([idx.indexes[t].reconstruct_n(0, n)] * 3) for t in TARGETS}
+    meta = {k: idx.meta[k] for k in ("model", "model_sha256", "dim", "feature_key", "vocab_sha256")}
+    grown = tmp_path / "grown.index"
+    write_index(grown, meta, idx.items * 3, vectors, np.asarray(idx.patches), "flat")  # 3n items on n patch rows
+    add_to_index(grown, d, split="train")
+    g = CatalogIndex(grown)
+    assert len(g) == 3 * n + len(d.train) and len(g.patches) == n + len(d.train)
+    row = 3 * n + 5  # an added item: its own features find it
+    assert g.search(image=g.item_patches([row])[0], k=1)[0].row == row
 
 
 def test_index_kinds_and_memory_mapped_load(embed_model, tiny_data, tmp_path):

@@ -155,8 +155,9 @@ def test_serve_cli_stops_on_sigterm(tiny_bundle, tmp_path):
 
 
 def test_serve_killed_leaves_no_server_behind(tiny_bundle, tmp_path):
-    """SIGKILL to fbinfer serve (no handler runs): its tritonserver and the stubs die with it, and
-    the ports are free again (a server orphaned by a killed parent kept them before)."""
+    """SIGKILL to fbinfer serve (no handler runs): its tritonserver and the stubs die with it (the
+    reaper kills their process group), and the ports are free again (a server orphaned by a killed
+    parent kept them before; without the reaper this fails: tried)."""
     ports, repo = Ports.free(), tmp_path / "repo"
     p = subprocess.Popen([sys.executable, "-m", "fbinfer.cli", "serve", str(tiny_bundle), "--http-port", str(ports.http),
                           "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--rest-port", str(ports.rest),

@@ -163,17 +163,17 @@ def add_to_index(folder: Path, data: DataSource, split: str = "all") -> dict:
     patches = store.get(items).numpy()
     vectors = embed_items(emb, [it.text for it in items], patches)
     old_items = read_items(folder)
-    n0 = len(old_items)
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         old = np.load(folder / "patches.npy", mmap_mode="r")
-        merged = np.lib.format.open_memmap(tmp / "patches.npy", mode="w+", dtype=np.float16, shape=(n0 + len(items), *old.shape[1:]))
-        merged[:len(old)] = old
-        merged[len(old):] = patches.astype(np.float16)
+        rows = len(old)  # items may share patch rows (a grown catalogue does): new rows go after the last
+        merged = np.lib.format.open_memmap(tmp / "patches.npy", mode="w+", dtype=np.float16, shape=(rows + len(items), *old.shape[1:]))
+        merged[:rows] = old
+        merged[rows:] = patches.astype(np.float16)
         merged.flush()
         shape = merged.shape
         del merged, old
-        new_items = old_items + [item_record(data, it, n0 + i) for i, it in enumerate(items)]
+        new_items = old_items + [item_record(data, it, rows + i) for i, it in enumerate(items)]
         with (tmp / "items.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(it) + "\n" for it in new_items)
         for target in TARGETS:

@@ -86,6 +86,18 @@ class LiveIndex:
         return self.index
 
 
+def share_cores(instances: int) -> None:
+    """This instance's share of the cores for the query embedder (torch) and faiss (OpenMP): the
+    ``instances`` copies run side by side, and each using every core oversubscribes them (measured:
+    served queries/s fell from 18.7 at one client to 7.7 at four; docs/results/search_service.md)."""
+    import faiss
+
+    from fbinfer.threads import cpu_count, torch_threads
+
+    torch_threads(instances)
+    faiss.omp_set_num_threads(max(1, cpu_count() // instances))
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb
@@ -94,7 +106,11 @@ class TritonPythonModel:
         self.kind, self.pb = params["kind"], pb
         self.max_candidates = int(params["max_candidates"])
         self.matcher = TritonMatcher(pb, params["bundle"], int(params["batch_size"]))
-        self.live = LiveIndex(params["index"], params.get("index_backend") or None) if params.get("index") else None
+        if params.get("index"):
+            share_cores(int(params["ranking_instances"]))
+            self.live = LiveIndex(params["index"], params.get("index_backend") or None)
+        else:
+            self.live = None
         self.depth = int(params.get("depth", "32"))
 
     def execute(self, requests: list) -> list:

@@ -77,7 +77,7 @@ def python_configs(bundle: Bundle, backend: str, precision: str | None, max_batc
     catalog = catalog or CatalogOptions()
     p, d = bundle.config.num_patches, bundle.config.patch_feature_dim
     params = {"bundle": str(bundle.folder.resolve()), "backend": backend, "precision": precision or "", "batch_size": str(max_batch),
-              "max_candidates": str(catalog.max_candidates), "depth": str(catalog.depth),
+              "max_candidates": str(catalog.max_candidates), "depth": str(catalog.depth), "ranking_instances": str(catalog.instances),
               "index": str(catalog.index.resolve()) if catalog.index else ""}
     batching = {"max_batch_size": max_batch, "dynamic_batching": {"max_queue_delay_microseconds": queue_delay_us}}
 

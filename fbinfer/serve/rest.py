@@ -3,7 +3,7 @@ speak, answered by the Triton models ``rerank`` and ``search`` over gRPC.
 
     POST /v1/rerank (and /v2/rerank)  Cohere / Jina / text-embeddings-inference form:
          {model?, query, documents, top_n?, return_documents?}
-         -> {id, results: [{index, relevance_score, logit, document?}], meta}
+         -> {id, results: [{index, relevance_score, match_logit, document?}], meta}
     POST /v1/search  {query?: caption, image?: base64, k?: 10, depth?: the server's} ->
          {results: [{id, score, rerank_score, image, text, product_id, ...}], count}
     GET  /health     200 once Triton's models are ready (no key needed)
@@ -140,7 +140,7 @@ class RestFront:
         r = self._infer("rerank", [_tensor(tg, q_name, [query]), _tensor(tg, d_name, [v for _, v in parsed]), k])
         results = []
         for i, logit in zip(r.as_numpy("INDICES").tolist(), r.as_numpy("SCORES").tolist()):
-            row = {"index": i, "relevance_score": 1 / (1 + math.exp(-logit)), "logit": logit}
+            row = {"index": i, "relevance_score": 1 / (1 + math.exp(-logit)), "match_logit": logit}
             if body.get("return_documents"):
                 row["document"] = docs[i] if isinstance(docs[i], dict) else {"text": docs[i]}
             results.append(row)

@@ -113,18 +113,12 @@ class TritonInstall:
         return env
 
 
-def die_with_parent():
-    """A ``preexec_fn`` that has the child SIGKILLed when the process that started it dies, so that
-    a ``fbinfer serve`` killed by SIGKILL leaves no server holding its ports (Linux prctl
-    PR_SET_PDEATHSIG; the Python backend's stubs exit when their server does); None elsewhere.
-    Resolved before the fork: in the child it is one foreign call, no import and no lock."""
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# Kills the server's process group (the server and its stubs) once the pipe from the process that
+# started it closes: that process ended, however (SIGKILL included, where no handler runs).
+REAPER = ("import os, signal, sys\n"
+          "sys.stdin.buffer.read()\n"
+          "try:\n    os.killpg(int(sys.argv[1]), signal.SIGKILL)\n"
+          "except ProcessLookupError:\n    pass\n")
 
 
 def check_stub_numpy() -> None:
@@ -149,6 +143,7 @@ class TritonServer:
         self.address = address  # 127.0.0.1: Triton's own endpoints reachable from this machine only
         self.log = log
         self.process: subprocess.Popen | None = None
+        self._reaper: subprocess.Popen | None = None
         self._work: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -175,8 +170,10 @@ class TritonServer:
         self.log = self.log or work / "tritonserver.log"
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(self.command(install.backends(work)), env=install.environment(), stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=die_with_parent())  # noqa: PLW1509 (one foreign call, see die_with_parent)
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        # a killed parent must not leave a server holding the ports, nor its stubs
+        self._reaper = subprocess.Popen([sys.executable, "-c", REAPER, str(self.process.pid)], stdin=subprocess.PIPE,
+                                        start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -222,6 +219,11 @@ class TritonServer:
         except ProcessLookupError:
             pass
         code = p.wait()
+        if self._reaper is not None:  # the group is gone: the reaper must not outlive it (its pid could be reused)
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper.stdin.close()
+            self._reaper = None
         if self._work is not None:
             self._work.cleanup()
             self._work = None

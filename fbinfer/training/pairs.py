@@ -1,5 +1,5 @@
 """Training pairs: matched and unmatched 50/50, hard negatives from the same sub-category or, when
-given, mined from the recall stage's top-k (``fbinfer.training.mining``)."""
+given, mined from the recall stage's top-k (``fbinfer.search.mining``)."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -20,7 +20,6 @@ from fbinfer.training import loop
 from fbinfer.training.adaptive import MODES, TaskWeights
 from fbinfer.training.align import align_projection
 from fbinfer.training.loop import Optimization, autocast, resume_path
-from fbinfer.training.mining import mine_negatives
 from fbinfer.training.objectives import pretrain_losses
 from fbinfer.training.pairs import PairSampler, make_batch
 
@@ -49,7 +48,7 @@ class TrainConfig:
     lists: int = 0  # ranking lists per batch after the warm-up: TIA adds their softmax cross-entropy
     list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
     start: str | None = None  # a FashionBERT checkpoint to fine-tune (no projector alignment, no TIA warm-up)
-    mine_negatives: str | None = None  # an embedding model: hard negatives from its top mined_k per caption (training/mining.py)
+    mine_negatives: str | None = None  # the embedding model the hard negatives were mined with (search/mining.py), for the record
     mined_k: int = 16
     precision: str = "fp32"  # of the forward pass: fp32 or bf16 (autocast; weights and optimizer stay fp32)
     checkpoint_every: int = 200
@@ -106,15 +105,22 @@ def param_groups(model: FashionBert, tc: TrainConfig) -> list[dict]:
 
 
 def train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool = False,
-          force: bool = False) -> TrainResult:
+          force: bool = False, mined: list[list[int]] | None = None) -> TrainResult:
     """Train and write ``out`` (and ``out.resume``), holding a lock on it; an existing checkpoint is
-    replaced only with ``force`` and continued only with ``resume``."""
+    replaced only with ``force`` and continued only with ``resume``. ``mined``: per training item,
+    the items its hard negatives are drawn from (``fbinfer.search.mining``)."""
     tc = tc.validate()
+    if (mined is None) != (tc.mine_negatives is None):
+        raise FbinferError("mine_negatives names the embedding model of the mined lists: give both or neither "
+                           "(fbinfer.search.mining.mine_negatives makes them)")
+    if mined is not None and len(mined) != len(data.train):
+        raise FbinferError(f"mined negatives for {len(mined)} items, the data has {len(data.train)} training items")
     with claimed_file(out, "-o", force, resume):
-        return _train(data, cfg, tc, out, resume)
+        return _train(data, cfg, tc, out, resume, mined)
 
 
-def _train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool) -> TrainResult:
+def _train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path, resume: bool,
+           mined: list[list[int]] | None) -> TrainResult:
     torch_threads()
     state = None
     if tc.start:  # the alignment and warm-up exist to start a fresh model
@@ -132,7 +138,6 @@ def _train(data: DataSource, cfg: FashionBertConfig, tc: TrainConfig, out: Path,
         model, vocab = new_model(cfg, tc.seed)
     store = FeatureStore(data, cfg).ensure(data.train + data.test)
     tok = Checkpoint(model, vocab).tokenizer()
-    mined = mine_negatives(Path(tc.mine_negatives), data.train, store, tc.mined_k) if tc.mine_negatives else None
     sampler = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=tc.hard_ratio, mined=mined)
     easy = PairSampler(data.train, tc.seed, tc.batch_size, hard_ratio=0.0)
     total = loop.total_steps(tc.steps, tc.epochs, sampler.steps_per_epoch)

@@ -11,15 +11,15 @@ import numpy as np
 
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.records import Item
+from fbinfer.data.source import DataSource
+from fbinfer.search.embedder import embed_items, open_embedder
 
 
-def mine_negatives(embed_model: Path, items: list[Item], store: FeatureStore, k: int, backend: str | None = None) -> list[list[int]]:
+def mine_negatives(embed_model: Path, data: DataSource, items: list[Item], k: int, backend: str | None = None) -> list[list[int]]:
     """For item i, the indices of the ``k`` items of other products whose image vectors are nearest
-    its caption's vector (cosine), best first."""
-    from fbinfer.search.embedder import embed_items, open_embedder
-
+    its caption's vector (cosine), best first (``fbinfer train --mine-negatives``)."""
     emb = open_embedder(embed_model, backend)
-    patches = FeatureStore(store.data, emb.config.feature_config()).ensure(items).get(items).numpy()
+    patches = FeatureStore(data, emb.config.feature_config()).ensure(items).get(items).numpy()
     vec = embed_items(emb, [it.text for it in items], patches, desc="mining negatives")
     products = np.array([it.product_id for it in items])
     out = []
