@@ -31,6 +31,8 @@ import numpy as np
 from fbinfer.errors import FbinferError
 from fbinfer.serve.config import Limits
 
+DRAIN = 4  # bodies up to this many times the limit are read and dropped before the 413
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str):
@@ -276,7 +278,13 @@ def _handler(front: RestFront) -> type[BaseHTTPRequestHandler]:
                 if length is None or not length.isdigit():
                     raise ApiError(411, "the request needs a Content-Length")
                 if int(length) > front.limits.body_bytes:
-                    self.close_connection = True  # the body is not read
+                    self.close_connection = True
+                    left = int(length) if int(length) <= DRAIN * front.limits.body_bytes else 0
+                    while left > 0:  # read and dropped, so that the client sees the 413 rather than a reset mid-send
+                        chunk = self.rfile.read(min(1 << 20, left))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
                     raise ApiError(413, f"the body is {int(length)} bytes, above the limit of {front.limits.body_bytes}")
                 try:
                     body = json.loads(self.rfile.read(int(length)))
