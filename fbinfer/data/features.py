@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from fbinfer import verify
 from fbinfer.data.preprocess import ImagePreprocess, PixelPatches
 from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
@@ -191,6 +192,12 @@ def cache_damage(idx: object, array: Path, shape: tuple[int, int]) -> str | None
     if not isinstance(rows, dict) or not isinstance(idx.get("sha256"), str) or not all(
             isinstance(v, list) and len(v) == 2 and type(v[0]) is int and isinstance(v[1], str) for v in rows.values()):
         return "index.json is malformed"
+    if not array.is_file():
+        return "features.npy is missing"
+    try:  # the hash first: numpy parses nothing it has not matched (unchanged files: fbinfer.verify's cache)
+        verify.check_file(array, {"bytes": array.stat().st_size, "sha256": idx["sha256"]}, "index.json")
+    except FbinferError:
+        return "features.npy does not match its sha256"
     try:
         feats = np.load(array, mmap_mode="r")
     except (OSError, ValueError) as e:
@@ -199,13 +206,7 @@ def cache_damage(idx: object, array: Path, shape: tuple[int, int]) -> str | None
         return f"features.npy holds {feats.dtype} {tuple(feats.shape)}, expected float16 (N, {shape[0]}, {shape[1]})"
     if sorted(v[0] for v in rows.values()) != list(range(len(feats))):
         return f"index.json's rows do not match the {len(feats)} rows of features.npy"
-    del feats
-    if sha256(array) != idx["sha256"]:
-        return "features.npy does not match its sha256"
     return None
-
-
-__all__ = ["EfficientNetPatches", "EfficientNetTrunk", "FeatureStore"]
 
 
 def make_extractor(cfg, engine: str = "torch"):
@@ -216,3 +217,6 @@ def make_extractor(cfg, engine: str = "torch"):
     if cfg.grid_size * 32 != cfg.image_size:
         raise FbinferError(f"config: EfficientNet's stride-32 trunk gives a {cfg.image_size // 32}-grid, config asks {cfg.grid_size}")
     return EfficientNetPatches(cfg.feature_layer, cfg.image_size, engine)
+
+
+__all__ = ["EfficientNetPatches", "EfficientNetTrunk", "FeatureStore", "make_extractor"]
