@@ -293,6 +293,28 @@ def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: Distill
         env.stop()
 
 
+def _student(teacher: Checkpoint, spec: StudentSpec, dc: DistillConfig, data: DataSource, store: FeatureStore, out: Path,
+             resume: bool) -> tuple[Checkpoint, list[int], torch.Tensor, dict | None, StudentSpec]:
+    """(student, its layer map, the teacher channels it kept, the state to restore, its spec): from
+    the resume state, from ``--from``'s student, or made from the teacher's layers."""
+    if resume:
+        if not resume_path(out).is_file():
+            raise FbinferError(f"--resume: no resume state at {resume_path(out)}")
+        ck = load_checkpoint(resume_path(out), with_train_state=True)
+        kept = torch.arange(ck.config.hidden_size)  # the projections come from the saved state
+        return ck, list(ck.meta["init_layers"]), kept, ck.train_state, spec
+    if dc.start:
+        ck, init_map, proj = start_from(Path(dc.start), teacher)
+        state = {"proj": proj} if proj else None  # the projections only: a fresh optimizer and schedule
+        return ck, init_map, torch.arange(ck.config.hidden_size), state, StudentSpec(**ck.meta["student"])
+    torch.manual_seed(dc.seed)
+    tok = teacher.tokenizer()
+    probing = PairSampler(data.train, dc.seed + 1, dc.batch_size)  # importance batches, apart from training's
+    probe = [make_batch(*probing.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
+    student, init_map, kept = make_student(teacher, spec, probe)
+    return student, init_map, kept, None, spec
+
+
 def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
              resume: bool) -> DistillResult:
     dc = dc.validate()
@@ -320,24 +342,7 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         gen = torch.Generator().manual_seed(dc.seed * 1_000_003 + step)
         return make_batch(texts + more_t + list_t, images + more_i + list_i, labels, tok, store, gen, *masking)
 
-    state = None
-    if resume:
-        if not resume_path(out).is_file():
-            raise FbinferError(f"--resume: no resume state at {resume_path(out)}")
-        ck = load_checkpoint(resume_path(out), with_train_state=True)
-        state, init_map = ck.train_state, list(ck.meta["init_layers"])
-        kept = torch.arange(ck.config.hidden_size)  # the projections come from the saved state
-        student_ck = ck
-    elif dc.start:
-        student_ck, init_map, proj = start_from(Path(dc.start), teacher_ck)
-        state = {"proj": proj} if proj else None  # the projections only: a fresh optimizer and schedule
-        kept = torch.arange(student_ck.config.hidden_size)
-        spec = StudentSpec(**student_ck.meta["student"])
-    else:
-        torch.manual_seed(dc.seed)
-        probing = PairSampler(data.train, dc.seed + 1, dc.batch_size)  # importance batches, apart from training's
-        probe = [make_batch(*probing.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
-        student_ck, init_map, kept = make_student(teacher_ck, spec, probe)
+    student_ck, init_map, kept, state, spec = _student(teacher_ck, spec, dc, data, store, out, resume)
     lmap = layer_map(teacher_ck.config.num_layers, student_ck.config.num_layers)  # TinyBERT's uniform map
     quantized = _fake_quantize(student_ck.model, dc, data, tok, store, state)
     if dc.dropout is not None:
