@@ -176,6 +176,8 @@ def test_bad_requests_get_their_reason_and_good_ones_are_answered(served, items)
         status, got = f.result()
         assert (status, bad[name][2] in got.get("message", "")) == (bad[name][1], True), (name, status, got)
     assert post(f"{served.url}/v1/rerank", b"{not json")[0] == 400
+    status, got = post(f"{served.url}/v1/search", {"query": {"id": "1"}})
+    assert status == 400 and "query: a caption" in got["message"]
 
 
 def test_items_added_while_serving_are_found_without_a_failed_request(served, tiny_data):

@@ -154,7 +154,10 @@ class RestFront:
             raise ApiError(404, "/v1/search: no catalogue is served (start fbinfer serve with --index)")
         inputs = []
         if body.get("query") is not None:
-            inputs.append(_tensor(self.tg, "TEXT", [parse_input(body["query"], "query", self.limits)[1]]))
+            kind, text = parse_input(body["query"], "query", self.limits)
+            if kind != "text":
+                raise ApiError(400, "query: a caption here; send an image query as image (base64)")
+            inputs.append(_tensor(self.tg, "TEXT", [text]))
         if body.get("image") is not None:
             inputs.append(_tensor(self.tg, "IMAGE", [_decode_image(body["image"], "image")]))
         if not inputs:
