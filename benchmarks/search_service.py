@@ -45,8 +45,10 @@ from fbinfer.search.index import add_to_index
 from fbinfer.serve.server import Ports
 
 
-def post(url: str, body: dict, timeout: float = 120) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def post(url: str, body: dict | bytes, timeout: float = 120) -> tuple[int, dict]:
+    """(status, JSON answer) of a POST; status 0 where the connection failed."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())

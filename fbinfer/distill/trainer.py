@@ -265,15 +265,20 @@ def start_from(path: Path, teacher: Checkpoint) -> tuple[Checkpoint, list[int], 
     return ck, list(ck.meta["init_layers"]), load_checkpoint(resume_path(path), with_train_state=True).train_state["proj"]
 
 
+def side_batches(data: DataSource, seed: int, batch_size: int, tok, store: FeatureStore, count: int = 4) -> list[PretrainBatch]:
+    """``count`` unmasked batches drawn apart from training's (their own seed): what the width
+    reduction's importance estimate and the fake quantizers' calibration run on."""
+    sampler = PairSampler(data.train, seed, batch_size)
+    return [make_batch(*sampler.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(count)]
+
+
 def _fake_quantize(student: FashionBert, dc: DistillConfig, data: DataSource, tok, store: FeatureStore,
                    state: dict | None) -> dict | None:
     """With ``--quantize``: fake quantizers into the student, calibrated on four training batches
     (apart from training's), or their ranges from the resume state; what it did, for the meta."""
     if not dc.quantize:
         return None
-    sampler = PairSampler(data.train, dc.seed + 2, dc.batch_size)
-    batches = [make_batch(*sampler.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
-    layers = qad.fake_quantize(student, batches, dc.quantize)
+    layers = qad.fake_quantize(student, side_batches(data, dc.seed + 2, dc.batch_size, tok, store), dc.quantize)
     if state and state.get("quantizers"):  # a run begun without --quantize calibrates afresh
         qad.restore_quantizers(student, state["quantizers"])
     return {"precision": dc.quantize, "by": f"nvidia-modelopt {qad.version()}", "scheme": qad.SCHEME, "layers": len(layers)}
@@ -308,9 +313,7 @@ def _student(teacher: Checkpoint, spec: StudentSpec, dc: DistillConfig, data: Da
         state = {"proj": proj} if proj else None  # the projections only: a fresh optimizer and schedule
         return ck, init_map, torch.arange(ck.config.hidden_size), state, StudentSpec(**ck.meta["student"])
     torch.manual_seed(dc.seed)
-    tok = teacher.tokenizer()
-    probing = PairSampler(data.train, dc.seed + 1, dc.batch_size)  # importance batches, apart from training's
-    probe = [make_batch(*probing.pairs(i), tok, store, torch.Generator().manual_seed(i), 0.0, 0.0) for i in range(4)]
+    probe = side_batches(data, dc.seed + 1, dc.batch_size, teacher.tokenizer(), store)  # the importance estimate's
     student, init_map, kept = make_student(teacher, spec, probe)
     return student, init_map, kept, None, spec
 

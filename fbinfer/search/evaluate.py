@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.ceiling import catalogue_ceiling
-from fbinfer.search.index import CatalogIndex, check_reranker, rerank_scores
+from fbinfer.search.index import CatalogIndex, check_identity, check_reranker, rerank_scores
 
 KS = (1, 5, 10)
 MISS = 1 << 30  # the truth is not among the ranked items
@@ -215,8 +215,7 @@ def evaluate_retrieval(index: CatalogIndex, matcher=None, cfg: RetrievalConfig |
               "ceiling": catalogue_ceiling(Path(index.meta["data"]), [it["product_id"] for it in index.items])}
     fusion = None
     if fusion_index is not None and matcher is not None:
-        if fusion_index.meta["model_sha256"] != index.meta["model_sha256"]:
-            raise FbinferError(f"--fusion-index {fusion_index.folder}: built with another embedding model than {index.folder}")
+        check_identity(fusion_index.meta, index.embedder, fusion_index.folder)  # the weights fit one embedding model
         fusion = fit_fusion(fusion_index, matcher, cfg.depths)
         result["fusion"] = {"fitted_on": str(fusion_index.folder), "catalogue": len(fusion_index),
                             "weights": {k: {str(d): w for d, w in v.items()} for k, v in fusion.items()},

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fbinfer.errors import FbinferError
+from fbinfer.search.index import CatalogIndex
 from fbinfer.serve.triton_model import RequestError, _error, _optional, _strings, image_blobs, model_params, patch_array
 
 
@@ -61,11 +62,9 @@ class LiveIndex:
     """The served catalogue index, reopened when its folder holds a new version. A folder being
     replaced (briefly absent) or a version that fails to open leaves the current one serving."""
 
-    def __init__(self, folder: str, backend: str | None):
-        from fbinfer.search.index import CatalogIndex
-
-        self.folder, self._open = Path(folder), CatalogIndex
-        self.index = CatalogIndex(self.folder, backend=backend)
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+        self.index = CatalogIndex(self.folder)
         self.stamp = self._stamp()
 
     def _stamp(self) -> tuple[int, int] | None:
@@ -79,7 +78,7 @@ class LiveIndex:
         stamp = self._stamp()
         if stamp is not None and stamp != self.stamp:
             try:
-                self.index = self._open(self.folder, embedder=self.index.embedder)
+                self.index = CatalogIndex(self.folder, embedder=self.index.embedder)
                 self.stamp = stamp
             except FbinferError:
                 pass  # mid-replace or damaged: keep serving the version that works; the next request tries again
@@ -108,10 +107,10 @@ class TritonPythonModel:
         self.matcher = TritonMatcher(pb, params["bundle"], int(params["batch_size"]))
         if params.get("index"):
             share_cores(int(params["ranking_instances"]))
-            self.live = LiveIndex(params["index"], params.get("index_backend") or None)
+            self.live = LiveIndex(params["index"])
         else:
             self.live = None
-        self.depth = int(params.get("depth", "32"))
+        self.depth = int(params["depth"])
 
     def execute(self, requests: list) -> list:
         handle = self._rerank if self.kind == "rerank" else self._search
@@ -123,12 +122,13 @@ class TritonPythonModel:
                 out.append(_error(self.pb, e))
         return out
 
-    def _k(self, request, name: str, default: int) -> int:
-        k = _optional(self.pb, request, name)
-        k = int(k.ravel()[0]) if k is not None else default
-        if not 1 <= k <= self.max_candidates:
-            raise RequestError(f"{name} {k}: must be between 1 and {self.max_candidates}")
-        return k
+    def _int(self, request, name: str, default: int, low: int) -> int:
+        """An optional INT32 input, between ``low`` and the most candidates a request may rank."""
+        value = _optional(self.pb, request, name)
+        value = int(value.ravel()[0]) if value is not None else default
+        if not low <= value <= self.max_candidates:
+            raise RequestError(f"{name} {value}: must be between {low} and {self.max_candidates}")
+        return value
 
     # ---- rerank ----------------------------------------------------------------------------------
     def _rerank(self, r) -> list:
@@ -136,13 +136,15 @@ class TritonPythonModel:
         text = _optional(pb, r, "QUERY_TEXT")
         if text is not None:
             query = _strings(text, "QUERY_TEXT")[0]
-            patches = self._candidate_patches(r)
+            patches = self._patches(r, ("CANDIDATE_IMAGES", "CANDIDATE_PATCHES", "CANDIDATE_IDS"))
             scores = self.matcher.score([query] * len(patches), patches)
         else:
-            feats = self._query_patches(r)
+            feats = self._patches(r, ("QUERY_IMAGE", "QUERY_PATCHES", "QUERY_ID"))
+            if len(feats) != 1:
+                raise RequestError(f"{len(feats)} query images; give one")
             captions = self._candidate_texts(r)
             scores = self.matcher.score(captions, np.repeat(feats, len(captions), axis=0))
-        top = np.argsort(-scores, kind="stable")[:self._k(r, "K", len(scores))]
+        top = np.argsort(-scores, kind="stable")[:self._int(r, "K", len(scores), 1)]
         return [pb.Tensor("INDICES", top.astype(np.int64)), pb.Tensor("SCORES", scores[top].astype(np.float32))]
 
     def _one_of(self, r, names: tuple[str, ...]) -> tuple[str, np.ndarray]:
@@ -164,23 +166,15 @@ class TritonPythonModel:
             raise RequestError(f"{name}: unknown item id {int(bad[0])} (the index has ids 0 to {len(index) - 1})")
         return index, rows
 
-    def _candidate_patches(self, r) -> np.ndarray:
-        name, a = self._one_of(r, ("CANDIDATE_IMAGES", "CANDIDATE_PATCHES", "CANDIDATE_IDS"))
-        if name == "CANDIDATE_IDS":
+    def _patches(self, r, names: tuple[str, str, str]) -> np.ndarray:
+        """(N, P, D) features of the one input given among (encoded images, patch features, item ids)."""
+        name, a = self._one_of(r, names)
+        if name == names[2]:
             index, rows = self._rows(name, a)
             return index.item_patches(rows)
-        return self._features(name, a)
-
-    def _query_patches(self, r) -> np.ndarray:
-        name, a = self._one_of(r, ("QUERY_IMAGE", "QUERY_PATCHES", "QUERY_ID"))
-        if name == "QUERY_ID":
-            index, rows = self._rows(name, a)
-            feats = index.item_patches(rows)
-        else:
-            feats = self._features(name, a)
-        if len(feats) != 1:
-            raise RequestError(f"{name}: {len(feats)} queries; give one")
-        return feats
+        if name == names[1]:
+            return patch_array(name, a, (self.matcher.config.num_patches, self.matcher.config.patch_feature_dim))
+        return self.matcher.patch_features(image_blobs(name, a))
 
     def _candidate_texts(self, r) -> list[str]:
         name, a = self._one_of(r, ("CANDIDATE_TEXTS", "CANDIDATE_IDS"))
@@ -189,11 +183,6 @@ class TritonPythonModel:
             return [index.items[int(i)]["text"] for i in rows]
         return _strings(a, name)
 
-    def _features(self, name: str, a: np.ndarray) -> np.ndarray:
-        if name.endswith("PATCHES"):
-            return patch_array(name, a, (self.matcher.config.num_patches, self.matcher.config.patch_feature_dim))
-        return self.matcher.patch_features(image_blobs(name, a))
-
     # ---- search ----------------------------------------------------------------------------------
     def _search(self, r) -> list:
         pb = self.pb
@@ -201,11 +190,8 @@ class TritonPythonModel:
         text = _strings(text, "TEXT")[0] if text is not None else None
         image = _optional(pb, r, "IMAGE")
         image = image_blobs("IMAGE", image[:1])[0] if image is not None else None
-        k = self._k(r, "K", 10)
-        depth = _optional(pb, r, "DEPTH")
-        depth = int(depth.ravel()[0]) if depth is not None else self.depth
-        if not 0 <= depth <= self.max_candidates:
-            raise RequestError(f"DEPTH {depth}: must be between 0 (no rerank) and {self.max_candidates}")
+        k = self._int(r, "K", 10, 1)
+        depth = self._int(r, "DEPTH", self.depth, 0)  # 0: no rerank
         index = self.live.current()
         rerank = self.matcher if depth and text is not None else None  # FashionBERT scores a caption against images
         hits = index.search(text=text, image=image, k=k, rerank=rerank, depth=max(depth, k))

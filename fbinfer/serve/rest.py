@@ -90,13 +90,20 @@ def _count(body: dict, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _tensor(module, name: str, values: list) -> Any:
-    kinds = {str: (object, "BYTES"), bytes: (object, "BYTES"), int: (np.int64, "INT64")}
-    dtype, triton = kinds[type(values[0])]
-    array = np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=dtype)
-    t = module.InferInput(name, list(array.shape), triton)
+def _input(module, name: str, array: np.ndarray) -> Any:
+    """A Triton input of ``array``, typed by tritonclient's own numpy -> Triton mapping."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    t = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
     t.set_data_from_numpy(array)
     return t
+
+
+def _values(values: list) -> np.ndarray:
+    """Captions and encoded images as a BYTES array, item ids as INT64."""
+    if isinstance(values[0], int):
+        return np.array(values, np.int64)
+    return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
 
 
 class RestFront:
@@ -137,9 +144,8 @@ class RestFront:
         tg = self.tg
         q_name = {"text": "QUERY_TEXT", "image": "QUERY_IMAGE", "id": "QUERY_ID"}[q_kind]
         d_name = {"text": "CANDIDATE_TEXTS", "image": "CANDIDATE_IMAGES", "id": "CANDIDATE_IDS"}[d_kind]
-        k = tg.InferInput("K", [1], "INT32")
-        k.set_data_from_numpy(np.array([min(top_n, len(docs))], np.int32))
-        r = self._infer("rerank", [_tensor(tg, q_name, [query]), _tensor(tg, d_name, [v for _, v in parsed]), k])
+        r = self._infer("rerank", [_input(tg, q_name, _values([query])), _input(tg, d_name, _values([v for _, v in parsed])),
+                                   _input(tg, "K", np.array([min(top_n, len(docs))], np.int32))])
         results = []
         for i, logit in zip(r.as_numpy("INDICES").tolist(), r.as_numpy("SCORES").tolist()):
             row = {"index": i, "relevance_score": 1 / (1 + math.exp(-logit)), "match_logit": logit}
@@ -152,21 +158,19 @@ class RestFront:
     def search(self, body: dict) -> dict:
         if not self.search_served:
             raise ApiError(404, "/v1/search: no catalogue is served (start fbinfer serve with --index)")
-        inputs = []
+        tg, inputs = self.tg, []
         if body.get("query") is not None:
             kind, text = parse_input(body["query"], "query", self.limits)
             if kind != "text":
                 raise ApiError(400, "query: a caption here; send an image query as image (base64)")
-            inputs.append(_tensor(self.tg, "TEXT", [text]))
+            inputs.append(_input(tg, "TEXT", _values([text])))
         if body.get("image") is not None:
-            inputs.append(_tensor(self.tg, "IMAGE", [_decode_image(body["image"], "image")]))
+            inputs.append(_input(tg, "IMAGE", _values([_decode_image(body["image"], "image")])))
         if not inputs:
             raise ApiError(400, "give a query (a caption), an image (base64), or both")
-        for name, default, low in (("k", 10, 1), ("depth", None, 0)):
-            if name in body or default is not None:
-                t = self.tg.InferInput(name.upper(), [1], "INT32")
-                t.set_data_from_numpy(np.array([_count(body, name, default, low, self.limits.documents)], np.int32))
-                inputs.append(t)
+        inputs.append(_input(tg, "K", np.array([_count(body, "k", 10, 1, self.limits.documents)], np.int32)))
+        if "depth" in body:  # else the server's --depth
+            inputs.append(_input(tg, "DEPTH", np.array([_count(body, "depth", None, 0, self.limits.documents)], np.int32)))
         r = self._infer("search", inputs)
         results = []
         for row, score, rerank, item in zip(r.as_numpy("ROWS").tolist(), r.as_numpy("SCORES").tolist(), r.as_numpy("RERANK").tolist(),

@@ -43,21 +43,18 @@ class ServeConfig:
         if why := b.unavailable():
             raise FbinferError(f"--backend {backend} is not available here: {why}")
         precision = self.precision if self.precision is not None or tuned(bundle, backend) else "fp32"
+        c, lim = self.catalog, self.limits
         for option, value, low in (("--max-batch", self.max_batch, 1), ("--instances", self.instances, 1),
-                                   ("--max-queue-delay-us", self.max_queue_delay_us, 0)):
-            if value < low:
-                raise FbinferError(f"{option} must be >= {low}, not {value}")
-        if self.max_batch > bundle.max_batch:
-            raise FbinferError(f"--max-batch {self.max_batch} is above the bundle's {bundle.max_batch} (its graphs' largest batch)")
-        c = self.catalog
-        lim = self.limits
-        for option, value, low in (("--depth", c.depth, 0), ("--ranking-instances", c.instances, 1), ("--max-documents", lim.documents, 1),
+                                   ("--max-queue-delay-us", self.max_queue_delay_us, 0), ("--depth", c.depth, 0),
+                                   ("--ranking-instances", c.instances, 1), ("--max-documents", lim.documents, 1),
                                    ("--max-body-mb", lim.body_bytes, 1), ("--max-caption-chars", lim.caption_chars, 1),
                                    ("--max-connections-per-client", lim.connections_per_client, 1), ("--idle-timeout-s", lim.idle_timeout_s, 0.1)):
             if value < low:
                 raise FbinferError(f"{option} must be >= {low}, not {value}")
-        if c.depth > self.limits.documents:
-            raise FbinferError(f"--depth {c.depth} is above --max-documents {self.limits.documents}")
+        if self.max_batch > bundle.max_batch:
+            raise FbinferError(f"--max-batch {self.max_batch} is above the bundle's {bundle.max_batch} (its graphs' largest batch)")
+        if c.depth > lim.documents:
+            raise FbinferError(f"--depth {c.depth} is above --max-documents {lim.documents}")
         if c.index is not None:
             check_index(c.index, bundle)
         return replace(self, backend=backend, precision=precision)
