@@ -19,14 +19,14 @@ from pathlib import Path
 
 import onnx
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from fbinfer import terminal
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.evaluation.timing import median_ms_in_turns
-from fbinfer.export import cpu_int8
+from fbinfer.export import onnxruntime_int8
+from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.exporter import calibration_feeds, versions
-from fbinfer.export.int8 import CalibrationConfig
 from fbinfer.export.parity import compare, held_out
 from fbinfer.fileio import write_json
 from fbinfer.threads import torch_threads
@@ -56,8 +56,8 @@ def main() -> None:
         for excluded, groups in EXCLUSIONS.items():
             for alpha in (float(a) for a in args.alphas.split(",")):
                 src, out = Path(tmp) / "smoothed.onnx", Path(tmp) / f"int8.{len(rows)}.onnx"
-                onnx.save(cpu_int8.smooth(graph, calib, groups, alpha)[0] if alpha else graph, str(src))
-                cpu_int8.quantize_dynamic_int8(src, out, groups)
+                onnx.save(onnxruntime_int8.smooth(graph, calib, groups, alpha)[0] if alpha else graph, str(src))
+                onnxruntime_int8.quantize_dynamic_int8(src, out, groups)
                 drift = compare(reference, parity.logits(OnnxRuntimeRunner(out), f"alpha {alpha}, {excluded}"), parity.queries)
                 rows.append({"excluded": excluded, "alpha": alpha, **drift})
                 graphs.append(out)
@@ -72,7 +72,7 @@ def main() -> None:
     for r in rows:
         table.add_row(r["excluded"], f"{r['alpha']:g}", f"{r['max_abs_logit_diff']:.3f}", f"{r['mean_abs_logit_diff']:.4f}",
                       f"{r['rank1_agreement']:.1%}", f"{r['latency_ms']:.0f}", f"{r['speedup_vs_fp32']:.2f}")
-    Console().print(table)
+    terminal.console().print(table)
     write_json(args.out, {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), **versions()},
                           "model": str(args.model), "data": str(args.data), "queries_per_direction": args.queries,
                           "fp32_latency_ms": fp32_ms, "timing_rounds": args.rounds, "batch": int(parity.batches[0]["input_ids"].shape[0]), "rows": rows})

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from fbinfer import terminal
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.source import load_data
 from fbinfer.data.synth import SynthConfig, synthesize
@@ -57,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     if unknown := [v for v in args.variants if v not in VARIANTS]:
         ap.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-    cfg, console, w = DemoConfig(), Console(), args.workdir
+    cfg, console, w = DemoConfig(), terminal.console(), args.workdir
     w.mkdir(parents=True, exist_ok=True)
     if not (w / "data" / "test.jsonl").is_file():
         synthesize(w / "data", SynthConfig(products=cfg.products, seed=cfg.seed), force=True)

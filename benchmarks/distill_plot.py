@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from fbinfer.data.candidates import DIRECTIONS
-from fbinfer.distill.compare import kept
+from fbinfer.distill.compare import share_kept
 from fbinfer.fileio import write_png
 
 GOAL = 95.0  # % of the teacher's Rank@1 (issue 3)
@@ -28,7 +28,7 @@ def plot(result: dict, out: Path) -> Path:
     names = list(students)[::-1]  # first student on top
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.7 * len(names)))
     for i, (d, label) in enumerate(zip(DIRECTIONS, ("image -> text", "text -> image"))):
-        bars = ax.barh([y + 0.2 - 0.4 * i for y in range(len(names))], [kept(students[n], teacher, d) for n in names],
+        bars = ax.barh([y + 0.2 - 0.4 * i for y in range(len(names))], [share_kept(students[n], teacher, d) for n in names],
                        height=0.38, label=label)
         ax.bar_label(bars, fmt="%.0f %%", fontsize=7, padding=2)
     ax.axvline(GOAL, color="k", ls="--", lw=0.8, label=f"goal: {GOAL:.0f} %")

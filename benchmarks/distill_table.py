@@ -15,11 +15,11 @@ import platform
 from pathlib import Path
 
 from distill_plot import plot
-from rich.console import Console
 
+from fbinfer import terminal
 from fbinfer.data.candidates import DIRECTIONS
 from fbinfer.data.source import load_data
-from fbinfer.distill.compare import compare_table, kept, measure
+from fbinfer.distill.compare import compare_table, measure, share_kept
 from fbinfer.export.exporter import versions
 from fbinfer.fileio import atomic_path, write_json
 from fbinfer.model.checkpoint import load_checkpoint
@@ -31,7 +31,7 @@ def markdown(teacher: dict, students: dict[str, dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in {"teacher": teacher, **students}.items():
         ranks = [f"{r['rank'][d]['rank1']:.1f} / {r['rank'][d]['rank5']:.1f} / {r['rank'][d]['rank10']:.1f}" for d in DIRECTIONS]
-        share = " / ".join(f"{kept(r, teacher, d):.0f} %" for d in DIRECTIONS)
+        share = " / ".join(f"{share_kept(r, teacher, d):.0f} %" for d in DIRECTIONS)
         how = r.get("how", "-")
         lines.append(f"| {name} | {r['layers']} x {r['hidden']} | {ranks[0]} | {ranks[1]} | {share} | {r['parameters'] / 1e6:.1f} "
                      f"| {r['pairs_per_s']:.0f} | {r['pairs_per_s'] / teacher['pairs_per_s']:.2f}x | {how} |")
@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     torch_threads()
     data = load_data(args.data)
-    console = Console()
+    console = terminal.console()
     report = None
     if args.teacher_eval:
         report = json.loads(args.teacher_eval.read_text())

@@ -24,9 +24,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from rich.console import Console
 from rich.table import Table
 
+from fbinfer import terminal
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bench.flops import MatMul, flops_per_pair, matmuls
@@ -166,7 +166,7 @@ def main() -> None:
     for k, v in ms.items():
         table.add_row(k, f"{v:.0f}", f"{result['pct_of_peak'][k]:.0f}" if k in result["pct_of_peak"] else "-",
                       f"{result['x_torch_eager'][k]:.2f}")
-    Console().print(table)
+    terminal.console().print(table)
     print(f"matmuls alone are {result['matmul_share_of_eager']:.0%} of torch eager's time; ceiling for any backend with these "
           f"GEMMs: {result['ceiling_x_torch_eager']:.2f}x torch eager (at 100 % of peak: {result['ceiling_x_torch_eager_at_peak']:.2f}x); "
           f"with softmax, GELU and LayerNorm as torch runs them: {result['ceiling_x_torch_eager_with_elementwise']:.2f}x")

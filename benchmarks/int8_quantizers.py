@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from rich.console import Console
 from rich.table import Table
 
+from fbinfer import terminal
 from fbinfer.backends import openvino
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.backends.pytorch import TorchRunner
@@ -41,16 +41,16 @@ from fbinfer.data.candidates import SHORT
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import load_data
 from fbinfer.evaluation.timing import times_in_turns, timing
-from fbinfer.export import int8, openvino_int8
-from fbinfer.export.cpu_int8 import smooth
+from fbinfer.export import modelopt_int8, openvino_int8, qdq
+from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.exporter import ExportConfig, calibration_feeds, versions
-from fbinfer.export.int8 import CalibrationConfig
+from fbinfer.export.onnxruntime_int8 import smooth
 from fbinfer.fileio import sha256, write_json
 from fbinfer.machine import cpu_flags
 from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.threads import cpu_count, torch_threads
 
-console = Console()
+console = terminal.console()
 # its defaults except the FP16 lowering, which every row leaves out: the rows compare quantizers
 MODELOPT_DEFAULTS = {"calibration_method": "entropy", "op_types_to_quantize": None, "nodes_to_exclude": None, "dq_only": False}
 
@@ -76,7 +76,7 @@ def main() -> None:
     pairs = DriftPairs.build(dset, FeatureStore(dset, ck.config).ensure(dset.test), ck.tokenizer(), dcfg)
     queries = pairs.looks[-1]
     console.print(f"drift set: {pairs.describe()['queries_per_direction']} queries per direction, {pairs.pairs} pairs; scoring torch fp32")
-    reference = pairs.matrices(LazyScores(TorchRunner(ck.model).infer, pairs, "torch fp32").upto(len(pairs.looks) - 1), queries)
+    reference = pairs.matrices(LazyScores(TorchRunner(ck.model).activate().infer, pairs, "torch fp32").upto(len(pairs.looks) - 1), queries)
 
     fp32 = onnx.load(str(bundle.graph("tensorrt", "fp32")))
     ov = {"fp32 graph (no INT8)": bundle.graph("tensorrt", "fp32"),
@@ -90,13 +90,13 @@ def main() -> None:
         smoothed = _smoothed(fp32, calib, cc.exclude)
         made = {
             "fbinfer: Model Optimizer, weight MatMuls, exclusions, SmoothQuant":
-                lambda: int8.quantize_tensorrt(smoothed, calib, cc, {"disable_mha_qdq": True}),
+                lambda: modelopt_int8.quantize_tensorrt(smoothed, calib, cc, {"disable_mha_qdq": True}),
             "Model Optimizer, MatMuls and attention products (--int8-attention), exclusions, SmoothQuant":
-                lambda: int8.quantize_tensorrt(smoothed, calib, cc),
-            "Model Optimizer defaults (entropy, every op type)": lambda: int8.quantize_tensorrt(fp32, calib, cc, MODELOPT_DEFAULTS),
+                lambda: modelopt_int8.quantize_tensorrt(smoothed, calib, cc),
+            "Model Optimizer defaults (entropy, every op type)": lambda: modelopt_int8.quantize_tensorrt(fp32, calib, cc, MODELOPT_DEFAULTS),
             "Model Optimizer, weight MatMuls, no exclusions, SmoothQuant":
-                lambda: int8.quantize_tensorrt(_smoothed(fp32, calib, ()), calib, CalibrationConfig(exclude=()), {"disable_mha_qdq": True}),
-            "Model Optimizer, weight MatMuls, exclusions, no SmoothQuant": lambda: int8.quantize_tensorrt(fp32, calib, cc, {"disable_mha_qdq": True})}
+                lambda: modelopt_int8.quantize_tensorrt(_smoothed(fp32, calib, ()), calib, CalibrationConfig(exclude=()), {"disable_mha_qdq": True}),
+            "Model Optimizer, weight MatMuls, exclusions, no SmoothQuant": lambda: modelopt_int8.quantize_tensorrt(fp32, calib, cc, {"disable_mha_qdq": True})}
         for name, make in made.items():
             console.print(f"quantizing: {name}")
             trt[name] = _save(make(), Path(tmp) / f"trt.{len(trt)}.onnx")
@@ -106,7 +106,7 @@ def main() -> None:
             openvino_int8.quantize_openvino(smoothed, calib, cc), Path(tmp) / "ov.smoothed.onnx")
         ov["NNCF (OpenVINO backend), exclusions"] = _nncf_openvino_backend(fp32, calib, cc, Path(tmp) / "ov.ir" / "ov.xml")
         for name, path in trt.items():
-            rows.append(_drift_row("tensorrt Q/DQ (onnxruntime, fp32 around)", name, path, OnnxRuntimeRunner(path).infer, pairs, reference))
+            rows.append(_drift_row("tensorrt Q/DQ (onnxruntime, fp32 around)", name, path, OnnxRuntimeRunner(path).activate().infer, pairs, reference))
         runners = {name: {p: openvino.OpenVINORunner(path, openvino.hints_for(p)) for p in ("fp32", "bf16")} for name, path in ov.items()}
         for name, path in ov.items():
             rows.append(_drift_row("openvino (f32 hint)", name, path, runners[name]["fp32"].infer, pairs, reference))
@@ -122,7 +122,7 @@ def main() -> None:
                              "preset": ck.config.name},
               "bundle": str(args.bundle), "calibration": {"method": cc.method, "pairs": cc.batches * cc.batch_size,
                                                           "excluded_groups": list(cc.exclude)},
-              "drift_set": pairs.describe(), "cpu": cpu_flags(), "versions": {**versions(), "nvidia-modelopt": int8.modelopt_version(),
+              "drift_set": pairs.describe(), "cpu": cpu_flags(), "versions": {**versions(), "nvidia-modelopt": modelopt_int8.modelopt_version(),
                                                                               "nncf": openvino_int8.nncf_version()},
               "timing": {"batch": 64, "rounds": args.rounds, "threads": cpu_count()}, "rows": rows}
     write_json(args.out, result)
@@ -147,7 +147,7 @@ def _nncf_openvino_backend(fp32: onnx.ModelProto, calib: list[dict[str, np.ndarr
     with tempfile.TemporaryDirectory() as tmp:
         src = _save(fp32, Path(tmp) / "fp32.onnx")
         model = ov.Core().read_model(str(src))
-        names = int8.excluded_matmuls(fp32, cc.exclude)
+        names = qdq.excluded_matmuls(fp32, cc.exclude)
         ignored = nncf.IgnoredScope(names=[op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name() in names],
                                     validate=False)
         quantized = nncf.quantize(model, nncf.Dataset(calib), model_type=nncf.ModelType.TRANSFORMER, ignored_scope=ignored,
@@ -163,7 +163,7 @@ def _drift_row(backend: str, name: str, path: Path, infer: Callable, pairs: Drif
     got = pairs.matrices(scores.upto(len(pairs.looks) - 1), pairs.looks[-1])
     row = {"backend": backend, "graph": name, "file": path.name, "drift": drift(reference, got, bar=1.0).to_dict()}
     if path.suffix == ".onnx":
-        m = int8.qdq_matmuls(onnx.load(str(path)))
+        m = qdq.qdq_matmuls(onnx.load(str(path)))
         row["matmuls"] = {"int8": len(m["int8"]), "total": len(m["int8"]) + len(m["float"])}
         row["qdq_pairs"] = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
     return row

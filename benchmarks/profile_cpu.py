@@ -27,7 +27,7 @@ from fbinfer.bench.run import peaks, resolve, timing_feeds
 from fbinfer.bundle.io_spec import INPUT_IDS
 from fbinfer.data.features import FeatureStore
 from fbinfer.evaluation.evaluate import eval_pairs
-from fbinfer.export.int8 import weight_ops
+from fbinfer.export.qdq import weight_ops
 from fbinfer.fileio import write_json
 from fbinfer.threads import cpu_count, torch_threads
 

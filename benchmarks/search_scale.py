@@ -25,6 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from fbinfer import terminal
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import load_data
 from fbinfer.search.embedder import embed_items, open_embedder
@@ -141,7 +142,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/scale.index"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    console = Console()
+    console = terminal.console()
     data = load_data(args.data)
     emb = open_embedder(args.model, args.embed_backend)
     items = data.train + data.test

@@ -29,8 +29,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
+
+from fbinfer import terminal
 
 sys.path.insert(0, str(Path(__file__).parent))
 from search_scale import grown_index
@@ -214,7 +215,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/service"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    console = Console()
+    console = terminal.console()
     args.work.mkdir(parents=True, exist_ok=True)
     data = load_data(args.data)
     folder = args.work / f"catalog{args.items}.index"

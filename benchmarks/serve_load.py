@@ -30,6 +30,7 @@ from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
 import fbinfer
+from fbinfer import terminal
 from fbinfer.bundle import Bundle
 from fbinfer.serve.repository import write_python_repository
 from fbinfer.serve.server import Ports, TritonServer
@@ -230,7 +231,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    console = Console(width=170)
+    console = terminal.console()
     results = []
     for bundle in args.bundles:
         console.print(f"[bold]{bundle}[/]")

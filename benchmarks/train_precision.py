@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from fbinfer import terminal
 from fbinfer.data.source import load_data
 from fbinfer.distill.student import StudentSpec
 from fbinfer.distill.trainer import DistillConfig, distill
@@ -86,7 +86,7 @@ def main() -> None:
         table.add_row(c, f"{v['fp32']:.2f}", f"{v['bf16']:.2f}", f"{result['bf16_speedup'][c]:.2f}x")
     table.add_row("matmul GFLOP/s", f"{result['matmul_gflops']['fp32']:.0f}", f"{result['matmul_gflops']['bf16']:.0f}",
                   f"{rates['bf16'] / rates['fp32']:.2f}x")
-    Console().print(table)
+    terminal.console().print(table)
     print(f"wrote {args.out}")
 
 

@@ -17,3 +17,13 @@ def first_line(e: BaseException, limit: int = 160) -> str:
 class BackendUnavailable(FbinferError):
     """A backend, or a tool a row needs, is not installed or cannot run on this machine: the bench
     skips such a row and says why; any other error fails it."""
+
+
+class ParityError(FbinferError):
+    """A graph's outputs differ from the PyTorch reference beyond its tolerance: the export fails
+    and leaves nothing behind."""
+
+
+class EngineError(FbinferError):
+    """TensorRT could not parse, build, deserialize or run an engine, or the engine was built for
+    another GPU or TensorRT version: rebuild it with ``fbinfer build``."""

@@ -33,29 +33,12 @@ class Recipe:
     command: str  # train or distill
     runs: tuple[Run, ...]
     model: dict[str, Any]  # train: the preset name under "config"; distill: StudentSpec fields
-    result: str  # what it made, as measured (docs/results/)
-    minutes: int  # wall time on 2 cores, as measured
-    timing: str  # how that time was measured
+    doc: str  # where its documented run, its figures and its wall time are (docs/results/...)
 
     def describe(self, name: str) -> str:
-        """The line a recipe run starts with: what it takes and what it made before."""
-        return f"recipe {name}: about {self.minutes} min on 2 cores ({self.timing}); made {self.result}"
-
-    def measured(self, name: str, out: Path, data: DataSource, teacher: Path | None = None) -> str:
-        """The line a recipe run ends with: the Rank@1 of the model it just made, evaluated now on
-        ``fbinfer eval``'s lists (a distilled one beside its teacher's), then the documented run's."""
-        from fbinfer.distill.compare import kept, ranking
-
-        r = ranking(out, data)
-        i2t, t2i = (r["rank"][d] for d in ("image_to_text", "text_to_image"))
-        line = (f"recipe {name}: {out} measured Rank@1 {i2t['rank1']:.1f} / {t2i['rank1']:.1f} (image -> text / text -> image, "
-                f"{i2t['queries']} queries x {i2t['candidates']} candidates)")
-        if teacher is not None:
-            t = ranking(teacher, data)
-            line += f", {kept(r, t, 'image_to_text'):.0f} / {kept(r, t, 'text_to_image'):.0f} % of its teacher's"
-        if self.runs[-1].options.get("quantize"):
-            line += "; " + int8_drift(out)
-        return f"{line}; the documented run made {self.result}"
+        """The line a recipe run starts with: its runs, and where its documented run is."""
+        runs = [f"{' -> '.join(map(str, r.steps))} steps ({', '.join(f'{k}={v}' for k, v in r.options.items())})" for r in self.runs]
+        return f"recipe {name}: {'; then from it, '.join(runs)}; its documented run: {self.doc}"
 
 
 RECIPES: dict[str, Recipe] = {
@@ -63,29 +46,37 @@ RECIPES: dict[str, Recipe] = {
         "train",
         (Run((1200, 1800, 3000), {"hard_ratio": 1.0, "precision": "bf16"}),
          Run((600,), {"hard_ratio": 0.5, "lr": 5e-5, "head_lr": 5e-5, "precision": "bf16"})),
-        {"config": "fashionbert-mini"},
-        "Rank@1 67.9 / 70.8 on the default synthetic set (docs/results/training.md)",
-        85, "bf16, by hand as separate runs; 106 min in fp32; plus the patch features"),
+        {"config": "fashionbert-mini"}, "docs/results/training.md"),
     "teacher-short": Recipe(
         "train",
         (Run((1200,), {"hard_ratio": 1.0}), Run((600,), {"hard_ratio": 0.5, "lr": 5e-5, "head_lr": 5e-5})),
-        {"config": "fashionbert-mini"},
-        "Rank@1 63.8 / 70.8 on the default synthetic set, run as this one command (docs/results/training.md)",
-        60, "fp32, one command on 2026-12-03 with the patch features: 59.9 min"),
+        {"config": "fashionbert-mini"}, "docs/results/training.md"),
     "student": Recipe(
-        "distill",
-        (Run((3000, 4500), {"lr": 3e-4, "precision": "bf16"}),),
-        {"layers": 2},
-        "Rank@1 67.5 / 68.3 from the teacher-short teacher (106 / 96 % kept) at 2.91x its pairs/s, run as this one command (docs/results/distillation.md)",
-        94, "bf16, one command on 2026-12-03 from the teacher-short teacher: 94.3 min; by hand in two sessions about 77"),
+        "distill", (Run((3000, 4500), {"lr": 3e-4, "precision": "bf16"}),), {"layers": 2}, "docs/results/distillation.md"),
     "student-int8": Recipe(
         "distill",
         (Run((3000, 4500), {"lr": 3e-4, "precision": "bf16"}),
          Run((600,), {"lr": 5e-5, "precision": "bf16", "quantize": "int8"})),  # QAD as a short fine-tune of the student
-        {"layers": 2},
-        "nothing yet at this length; its QAD fine-tune of the demo student is in docs/results/tune.md",
-        98, "not run as one command: the student recipe's 94 min plus 600 QAD steps at 0.37 s (measured on the demo student)"),
+        {"layers": 2}, "docs/results/tune.md (its QAD fine-tune of the demo student; not yet run at this length)"),
 }
+
+
+def measured(name: str, out: Path, data: DataSource, seconds: float, teacher: Path | None = None, quantized: bool = False) -> str:
+    """The line a training run ends with: its wall time and the Rank@1 of the model it just made,
+    evaluated now on ``fbinfer eval``'s lists (a distilled one beside its teacher's, and a
+    quantization-aware one's INT8 graph against its own fp32)."""
+    from fbinfer.distill.compare import ranking, share_kept
+
+    r = ranking(out, data)
+    i2t, t2i = (r["rank"][d] for d in ("image_to_text", "text_to_image"))
+    line = (f"{name}: {out} made in {seconds / 60:.1f} min, measured Rank@1 {i2t['rank1']:.1f} / {t2i['rank1']:.1f} "
+            f"(image -> text / text -> image, {i2t['queries']} queries x {i2t['candidates']} candidates)")
+    if teacher is not None:
+        t = ranking(teacher, data)
+        line += f", {share_kept(r, t, 'image_to_text'):.0f} / {share_kept(r, t, 'text_to_image'):.0f} % of its teacher's"
+    if quantized:
+        line += "; " + int8_drift(out)
+    return line
 
 
 def int8_drift(model: Path, row: str = "ov-int8-bf16") -> str:
@@ -123,12 +114,12 @@ def done_steps(path: Path) -> int:
 Segment = Callable[[Run, int, Path, "Path | None", bool, bool], object]
 
 
-def run_recipe(r: Recipe, out: Path, segment: Segment, console: Console, resume: bool = False, force: bool = False) -> None:
+def run_recipe(r: Recipe, out: Path, segment: Segment, console: Console, resume: bool = False, force: bool = False) -> Any:
     """Run every segment of ``r`` in order through ``segment(run, steps, path, previous, resume,
     force)``, ``previous`` being the run before's checkpoint. With ``resume``, segments whose
     checkpoint already holds their steps are skipped and an interrupted one continues, so a
-    stopped recipe picks up where it stopped."""
-    previous = None
+    stopped recipe picks up where it stopped. Returns the last segment's result (None if every one was done)."""
+    previous, result = None, None
     for i, run in enumerate(r.runs):
         path = run_path(out, i, len(r.runs))
         for j, steps in enumerate(run.steps):
@@ -138,8 +129,9 @@ def run_recipe(r: Recipe, out: Path, segment: Segment, console: Console, resume:
                 continue
             cont = j > 0 or (resume and resume_path(path).is_file())
             console.print(f"[bold]recipe {i + 1}.{j + 1}[/]: to step {steps} -> {path}" + (" (resumed)" if cont else ""))
-            segment(run, steps, path, previous, cont, force and not cont)
+            result = segment(run, steps, path, previous, cont, force and not cont)
         previous = path
+    return result
 
 
 def train_recipe(r: Recipe, data: DataSource, out: Path, console: Console, seed: int = 0, checkpoint_every: int = 200,
@@ -149,22 +141,22 @@ def train_recipe(r: Recipe, data: DataSource, out: Path, console: Console, seed:
     from fbinfer.training.trainer import TrainConfig, train
 
     def segment(run: Run, steps: int, path: Path, previous: Path | None, cont: bool, replace: bool) -> None:
-        tc = TrainConfig(steps=steps, seed=seed, checkpoint_every=checkpoint_every, start=str(previous) if previous else None,
+        train_cfg = TrainConfig(steps=steps, seed=seed, checkpoint_every=checkpoint_every, start=str(previous) if previous else None,
                          **run.options)
-        train(data, preset(r.model["config"]), tc, path, resume=cont, force=replace)
+        train(data, preset(r.model["config"]), train_cfg, path, resume=cont, force=replace)
 
     run_recipe(r, out, segment, console, resume, force)
 
 
 def distill_recipe(r: Recipe, teacher: Path, data: DataSource, out: Path, console: Console, seed: int = 0,
-                   checkpoint_every: int = 200, resume: bool = False, force: bool = False) -> None:
+                   checkpoint_every: int = 200, resume: bool = False, force: bool = False) -> Any:
     """``fbinfer distill --recipe``: the student recipe's segments, each extending the one before."""
     from fbinfer.distill.student import StudentSpec
     from fbinfer.distill.trainer import DistillConfig, distill
 
-    def segment(run: Run, steps: int, path: Path, previous: Path | None, cont: bool, replace: bool) -> None:
+    def segment(run: Run, steps: int, path: Path, previous: Path | None, cont: bool, replace: bool) -> Any:
         dc = DistillConfig(steps=steps, seed=seed, checkpoint_every=checkpoint_every, start=str(previous) if previous else None,
                            **run.options).validate()
-        distill(teacher, data, StudentSpec(**r.model), dc, path, resume=cont, force=replace)
+        return distill(teacher, data, StudentSpec(**r.model), dc, path, resume=cont, force=replace)
 
-    run_recipe(r, out, segment, console, resume, force)
+    return run_recipe(r, out, segment, console, resume, force)

@@ -38,8 +38,8 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 def tiny_bundle(tiny_model, tiny_data, tmp_path_factory) -> Path:
     """Every graph of ``fbinfer export`` for the tiny model (small calibration and parity sets)."""
     from fbinfer.data.source import load_data
+    from fbinfer.export.config import CalibrationConfig
     from fbinfer.export.exporter import ExportConfig, export_bundle
-    from fbinfer.export.int8 import CalibrationConfig
 
     out = tmp_path_factory.mktemp("export") / "tiny.bundle"
     calib = CalibrationConfig(batches=2, batch_size=16)

@@ -17,6 +17,7 @@ from fbinfer.bundle.io_spec import LOGIT, make_feeds
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import load_data
 from fbinfer.errors import FbinferError
+from fbinfer.model.checkpoint import load_checkpoint
 
 openvino = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install -e '.[openvino]'; CI installs it)")
 
@@ -70,8 +71,8 @@ def test_missing_openvino_names_the_install_command(tiny_bundle):
 def test_openvino_fp32_equals_onnxruntime_and_pytorch(tiny_bundle, tiny_model, feeds):
     """fp32 is exact to float rounding: within a thousandth of the logits' spread of PyTorch (a
     constant or reordered output is off by about the spread)."""
-    ref = open_runner("torch", Bundle.open(tiny_bundle), "fp32").infer(feeds)[LOGIT]
-    ort = open_runner("onnxruntime", Bundle.open(tiny_bundle), "fp32").infer(feeds)[LOGIT]
+    ref = open_runner("torch", Bundle.open(tiny_bundle), "fp32").activate().infer(feeds)[LOGIT]
+    ort = open_runner("onnxruntime", Bundle.open(tiny_bundle), "fp32").activate().infer(feeds)[LOGIT]
     with open_runner("openvino", Bundle.open(tiny_bundle), "fp32") as ov:
         got = ov.infer(feeds)[LOGIT]
         assert ov.describe()["effective INFERENCE_PRECISION_HINT"] == "f32"
@@ -114,12 +115,12 @@ def test_openvino_int8_graph_is_quantized_and_runs(tiny_bundle, feeds):
 def test_batch_split_over_streams_keeps_every_row_in_place(tiny_bundle, feeds):
     """Two requests take halves of the batch at once; the result is the one-request result, row by row."""
     b = Bundle.open(tiny_bundle)
-    one = open_runner("openvino", b, "fp32", streams=1).infer(feeds)[LOGIT]
+    one = open_runner("openvino", b, "fp32", streams=1).activate().infer(feeds)[LOGIT]
     for streams in (2, 3):
-        got = open_runner("openvino", b, "fp32", streams=streams).infer(feeds)[LOGIT]
+        got = open_runner("openvino", b, "fp32", streams=streams).activate().infer(feeds)[LOGIT]
         np.testing.assert_allclose(got, one, rtol=0, atol=1e-6 * (one.max() - one.min()))
     single = {k: v[5:6] for k, v in feeds.items()}
-    np.testing.assert_allclose(open_runner("openvino", b, "fp32", streams=2).infer(single)[LOGIT], one[5:6], atol=1e-6)
+    np.testing.assert_allclose(open_runner("openvino", b, "fp32", streams=2).activate().infer(single)[LOGIT], one[5:6], atol=1e-6)
 
 
 def test_a_graph_openvino_cannot_compile_is_one_line(tmp_path):
@@ -142,7 +143,7 @@ def test_load_scores_equal_the_runner_on_the_same_feeds(tiny_bundle, tiny_data):
     for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")):
         m = fbinfer.load(tiny_bundle, backend=backend, precision=precision, batch_size=len(items))
         feeds = make_feeds(b.tokenizer(), m.patch_features(paths), texts)  # the bundle's extractor, on that backend
-        direct = open_runner(backend, b, precision).infer(feeds)[LOGIT]
+        direct = open_runner(backend, b, precision).activate().infer(feeds)[LOGIT]
         got = m.score(texts, paths)
         np.testing.assert_allclose(got, direct, rtol=0, atol=1e-5 * (np.ptp(direct) + 1e-9), err_msg=f"{backend} {precision}")
 
@@ -159,3 +160,27 @@ def test_load_passes_backend_options_and_refuses_unknown_ones(tiny_bundle):
         fbinfer.load(tiny_bundle, backend="openvino", hint={})
     with pytest.raises(FbinferError, match="option 'streams' on onnxruntime: choose from"):
         fbinfer.load(tiny_bundle, backend="onnxruntime", streams=2)
+
+
+@pytest.mark.parametrize("backend, source", [("torch", "checkpoint"), ("onnxruntime", "bundle"), ("openvino", "bundle")])
+def test_the_base_runner_owns_the_lifecycle_and_checks_inputs(tiny_bundle, tiny_model, feeds, backend, source):
+    """Every backend: infer before activate is an error, activate loads once, describe() loads
+    nothing, and a feed of the wrong name, dtype or rank is one line naming the input."""
+    b = Bundle.open(tiny_bundle)
+    runner = open_runner(backend, load_checkpoint(tiny_model) if source == "checkpoint" else b, "fp32", device="cpu")
+    runner.describe()
+    assert not runner.is_active
+    with pytest.raises(FbinferError, match="infer\\(\\) on an inactive runner; activate it first"):
+        runner.infer(feeds)
+    with runner:
+        loaded = {k: v for k, v in vars(runner).items() if k in ("session", "compiled", "model")}
+        assert runner.activate() is runner and all(vars(runner)[k] is v for k, v in loaded.items())  # loaded once
+        assert runner.infer(feeds)[LOGIT].shape == (64,)
+        cases = [({**feeds, "input_ids": feeds["input_ids"].astype(np.float32)}, "input 'input_ids' is float32 of rank 2, expected int64"),
+                 ({**feeds, "patches": feeds["patches"][0]}, "input 'patches' is float32 of rank 2, expected float32 of rank 3"),
+                 ({k: v for k, v in feeds.items() if k != "attention_mask"}, "input 'attention_mask' is missing"),
+                 ({**feeds, "pixels": feeds["patches"]}, "unknown input 'pixels'")]
+        for bad, message in cases:
+            with pytest.raises(FbinferError, match=message):
+                runner.infer(bad)
+    assert not runner.is_active

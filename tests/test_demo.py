@@ -11,8 +11,8 @@ from rich.console import Console
 from fbinfer.bench.config import DriftSetConfig
 from fbinfer.data.source import load_data
 from fbinfer.demo import DemoConfig, _same_data, _same_run, demo_models, look_at, run_demo
+from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.exporter import ExportConfig
-from fbinfer.export.int8 import CalibrationConfig
 
 # the shared fixtures' catalogue and model (tests/conftest.py): the demo finds them in its workdir and reuses them
 TINY = DemoConfig(products=48, seed=3, teacher="fashionbert-tiny", steps=6, tia_warmup_steps=2, precision="fp32", batch_size=8,

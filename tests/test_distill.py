@@ -291,7 +291,7 @@ def test_distill_errors_are_one_line(tiny_model, tiny_data, tmp_path):
         (foreign / split).write_text("".join(json.dumps({**x, "text": "☃☄ ♞♜ ⛄"}) + "\n" for x in rows))
     base = ["--data", str(tiny_data), "--steps", "1", "--no-compare"]
     cases = [
-        (["distill", str(junk), "-o", str(tmp_path / "a.pt"), *base], "not a readable checkpoint"),
+        (["distill", str(junk), "-o", str(tmp_path / "a.pt"), *base], "not a readable FashionBERT checkpoint"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "b.pt"), "--layers", "5", *base], "--layers 5"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "c.pt"), "--hidden", "512", *base], "wider than the teacher"),
         (["distill", str(tiny_model), "-o", str(tmp_path / "d.pt"), "--weights", "kd=1,foo=2", *base], "unknown loss term"),

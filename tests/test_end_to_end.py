@@ -13,6 +13,25 @@ from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.model.checkpoint import load_checkpoint
 
 
+def ranks_by_hand(ck, data) -> dict[str, dict[str, float]]:
+    """Rank@1/5/10 without fbinfer's scorers or metrics: the model called directly on each list's
+    pairs (the caption tokenized, the image's cached patch features), the truth's rank counted."""
+    store, tok = FeatureStore(data, ck.config).ensure(data.test), ck.tokenizer()
+    out = {}
+    for d in ("image_to_text", "text_to_image"):
+        ranks = []
+        for q in data.candidates.direction(d):
+            texts, images = ([q.query] * len(q.candidates), q.candidates) if d == "text_to_image" else (q.candidates, [q.query] * len(q.candidates))
+            t = tok([data.test[i].text for i in texts])
+            with torch.no_grad():
+                logits = ck.model(torch.as_tensor(t.input_ids), torch.as_tensor(t.attention_mask),
+                                  store.get([data.test[i] for i in images]).float()).logit.numpy()
+            assert len(set(logits.tolist())) == len(logits)  # no ties: the counted rank is the only one
+            ranks.append(1 + int((logits[1:] > logits[0]).sum()))
+        out[d] = {f"rank{k}": 100.0 * sum(r <= k for r in ranks) / len(ranks) for k in (1, 5, 10)}
+    return out
+
+
 def test_train_eval_cli(tmp_path, tiny_data):
     model = tmp_path / "m.pt"
     r = fbinfer("train", "--data", str(tiny_data), "-o", str(model), "--config", "fashionbert-tiny", "--steps", "4", "--batch-size", "8")
@@ -24,12 +43,10 @@ def test_train_eval_cli(tmp_path, tiny_data):
     r = fbinfer("eval", str(model), "--data", str(tiny_data), "--json", str(out))
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
-    data, ck = load_data(tiny_data), load_checkpoint(model)
-    want, _ = evaluate(torch_scorer(ck.model, ck.tokenizer(), FeatureStore(data, ck.config).ensure(data.test)), data)
-    for d in ("image_to_text", "text_to_image"):  # the metrics themselves are checked on hand-made cases (test_metrics.py)
+    want = ranks_by_hand(load_checkpoint(model), load_data(tiny_data))
+    for d in ("image_to_text", "text_to_image"):
         assert res[d]["queries"] == 12 and res[d]["candidates"] == 12
-        assert {k: res[d][k] for k in ("rank1", "rank5", "rank10")} == pytest.approx({k: want[d][k] for k in ("rank1", "rank5", "rank10")})
-    assert (res["auc"], res["accuracy"]) == pytest.approx((want["auc"], want["accuracy"]))
+        assert {k: res[d][k] for k in ("rank1", "rank5", "rank10")} == pytest.approx(want[d], abs=1e-3)  # the JSON keeps 4 decimals
     r = fbinfer("train", "--data", str(tiny_data), "-o", str(model), "--config", "fashionbert-tiny", "--steps", "6", "--batch-size", "8", "--resume")
     assert r.returncode == 0, r.stderr
     assert load_checkpoint(model).meta["steps"] == 6
@@ -141,8 +158,8 @@ def test_cli_errors_are_one_line(tmp_path, tiny_data):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02junk")
     cases = [
-    (["eval", "nope.pt", "--data", "DATA"], "nope.pt: checkpoint not found"),
-    (["eval", "CORRUPT", "--data", "DATA"], "not a readable checkpoint"),
+    (["eval", "nope.pt", "--data", "DATA"], "nope.pt: FashionBERT checkpoint not found"),
+    (["eval", "CORRUPT", "--data", "DATA"], "not a readable FashionBERT checkpoint"),
     (["train", "--data", "missing_dir", "-o", "x.pt"], "--data missing_dir: no such file or folder"),
     (["train", "--data", "DATA", "-o", "x.pt", "--config", "bogus"], "unknown config 'bogus'"),
     (["train", "--data", "DATA", "-o", "x.pt", "--loss-weighting", "magic"], "--loss-weighting"),

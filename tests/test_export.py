@@ -17,10 +17,11 @@ from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.backends.pytorch import TorchRunner
 from fbinfer.bundle.io_spec import example_feeds
 from fbinfer.errors import FbinferError
+from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.exporter import ExportConfig, export_bundle
-from fbinfer.export.graph import ExportGraph, patch_averaging_matrix
+from fbinfer.export.fused_model import ExportGraph, patch_averaging_matrix
 from fbinfer.export.graphs import as_torch, nonstandard_ops
-from fbinfer.export.int8 import CalibrationConfig, check_qdq, qdq_matmuls, weight_ops
+from fbinfer.export.qdq import check_qdq, qdq_matmuls, weight_ops
 from fbinfer.model.checkpoint import load_checkpoint
 
 FP32_TOLERANCE = 1e-4  # the issue's contract on the logit; reduced precisions: helpers.PARITY_BARS
@@ -76,7 +77,7 @@ def test_manifest_lists_every_graph_with_parity(bundle):
 def test_every_graph_runs_and_matches_pytorch(bundle, tiny_model, batch):
     model = load_checkpoint(tiny_model).model
     feeds = example_feeds(model.config, batch=batch, text_len=min(5 + batch, 64), seed=batch)
-    ref = TorchRunner(model).infer(feeds)["logit"]
+    ref = TorchRunner(model).activate().infer(feeds)["logit"]
     # random feeds lie outside INT8's calibration: reduced precisions get twice their held-out bar
     # here (real pairs are held to it in test_parity.py and the manifest test)
     spread = manifest(bundle)["parity"][0]["logit_spread"]
@@ -237,7 +238,7 @@ def test_patch_average_matmul_is_always_excluded_from_cpu_int8(bundle):
     """The patch-averaging MatMul (``average @ patches``, a fixed matrix, no weight) is excluded even
     with no group excluded, so the static Q/DQ quantizer cannot round it (it did when ``auto``
     picked Q/DQ)."""
-    from fbinfer.export.cpu_int8 import excluded_nodes
+    from fbinfer.export.onnxruntime_int8 import excluded_nodes
 
     graph = bundle / "trt.fp32.onnx"
     average = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "MatMul" and n.input[0] == "average"]
@@ -280,7 +281,7 @@ def test_smoothing_keeps_the_float_product_and_cuts_int8_error(tmp_path):
     the float graph computes the same, one Mul feeds both MatMuls, and dynamic INT8 error drops."""
     import onnxruntime as ort
 
-    from fbinfer.export.cpu_int8 import quantize_dynamic_int8, smooth
+    from fbinfer.export.onnxruntime_int8 import quantize_dynamic_int8, smooth
 
     x_scale = np.ones(32, np.float32)
     x_scale[5] = 60.0
@@ -340,7 +341,7 @@ def test_export_errors_are_one_line(tmp_path, tiny_model, tiny_data, bundle):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     cases = [
-        (["export", str(junk), "--data", str(tiny_data), "-o", str(tmp_path / "a")], "not a readable checkpoint"),
+        (["export", str(junk), "--data", str(tiny_data), "-o", str(tmp_path / "a")], "not a readable FashionBERT checkpoint"),
         (["export", str(tiny_model), "--data", str(tiny_data), "-o", str(bundle)], "not empty (use --force"),
         (["export", str(tiny_model), "--data", str(tiny_data), "-o", str(tmp_path / "b"), "--calib-batches", "500"],
          "calibration data too small"),

@@ -10,15 +10,15 @@ import fbinfer
 ROOT = Path(fbinfer.__file__).parent
 # lowest first: a module may import its own layer and any layer below it
 LAYERS = [
-    {"errors", "fileio", "verify", "outputs", "threads", "machine"},
-    {"model"},
+    {"errors", "fileio", "verify", "output_paths", "threads", "machine", "dictconfig", "terminal"},
+    {"model", "checkpoint"},
     {"bundle"},
     {"data"},
     {"backends"},
     {"evaluation"},
     {"training"},
     {"distill"},
-    {"export"},
+    {"export", "build"},
     {"runtime"},
     {"bench"},
     {"tune"},
@@ -57,6 +57,44 @@ def test_no_import_runs_back_up_a_layer():
     upward = sorted(f"{m} imports {i}" for m, path in modules().items() for i in imports(path)
                     if i != "fbinfer" and LEVEL[part(i)] > LEVEL[part(m)])
     assert upward == []
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while component[-1:] != [v]:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle():
+    """No two modules import each other, directly or round a circle (the package itself, which
+    every import passes through, aside)."""
+    mods = modules()
+    graph = {m: {i for i in imports(path) if i in mods and i not in (m, "fbinfer")} for m, path in mods.items()}
+    assert cycles(graph) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
 
 
 def test_layer_check_would_catch_an_upward_import(tmp_path):

@@ -1,14 +1,18 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import assert_cli_errors
 
+from fbinfer.checkpoint import read_blob, write_blob
 from fbinfer.errors import FbinferError
-from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fbinfer.model.checkpoint import FASHIONBERT, Checkpoint, load_checkpoint, save_checkpoint
 from fbinfer.model.config import preset
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.model.init import default_vocab
 from fbinfer.model.tokenizer import TextTokenizer
+from fbinfer.search.checkpoint import EMBED
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +64,8 @@ def test_pixel_patch_embedding_is_a_strided_conv():
 def test_checkpoint_round_trip_weights_only(tmp_path, model):
     path = tmp_path / "m.pt"
     save_checkpoint(Checkpoint(model, default_vocab(), {"note": "x"}), path)
-    blob = torch.load(path, weights_only=True)
-    assert blob["format"] == "fbinfer.fashionbert" and len(blob["vocab"]) == 30522
+    assert path.read_bytes().startswith(b'fbinfer-checkpoint {"format": "fbinfer.fashionbert", "format_version": 2,')
+    assert len(read_blob(path, FASHIONBERT)["vocab"]) == 30522
     ck = load_checkpoint(path)
     assert ck.config == model.config and ck.meta == {"note": "x"}
     for (k, a), b in zip(model.state_dict().items(), ck.model.state_dict().values()):
@@ -70,8 +74,8 @@ def test_checkpoint_round_trip_weights_only(tmp_path, model):
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, "checkpoint not found"),
-    (b"garbage bytes", "not a readable checkpoint"),
+    (None, "FashionBERT checkpoint not found"),
+    (b"garbage bytes", "not a readable FashionBERT checkpoint"),
     ("foreign", "not a FashionBERT checkpoint"),
 ])
 def test_bad_checkpoints(tmp_path, content, message):
@@ -79,13 +83,13 @@ def test_bad_checkpoints(tmp_path, content, message):
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content == "foreign":
-        torch.save({"state_dict": {}}, path)
+        write_blob({"state_dict": {}}, path, EMBED)
     with pytest.raises(FbinferError, match=message):
         load_checkpoint(path)
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda b: b["config"].update(hidden_size=65536), r"weights do not match its config .*\(30522, 64\), the config implies \(30522, 65536\)"),
+    (lambda b: b["config"].update(hidden_size=65536), r"weights do not match its config \(bert\.embeddings\.LayerNorm\.bias is \(64,\), the config implies \(65536,\)\)"),
     (lambda b: b["config"].update(num_layers="two"), "config: field 'num_layers' is 'two', expected int"),
     (lambda b: b.update(config=None), "config: expected an object of fields, got NoneType"),
 ])
@@ -96,16 +100,16 @@ def test_a_checkpoints_config_is_checked_before_its_model_is_built(tmp_path, mod
 
     path = tmp_path / "m.pt"
     save_checkpoint(Checkpoint(model, default_vocab()), path)
-    blob = torch.load(path, weights_only=True)
+    blob = read_blob(path, FASHIONBERT)
     change(blob)
-    torch.save(blob, path)
+    write_blob(blob, path, FASHIONBERT)
     def meta_only(cfg):
         m = FashionBert(cfg)
         if next(m.parameters()).device.type != "meta":
             pytest.fail("the model was built in memory before the check")
         return m
 
-    monkeypatch.setattr(checkpoint, "FashionBert", meta_only)
+    monkeypatch.setattr(checkpoint, "FASHIONBERT", dataclasses.replace(FASHIONBERT, model=meta_only))
     with pytest.raises(FbinferError, match=message):
         load_checkpoint(path)
 
@@ -115,7 +119,7 @@ def test_an_empty_checkpoint_is_one_line_everywhere(tmp_path, tiny_data):
 
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    assert_cli_errors([(args, "empty.pt: not a readable checkpoint (an empty file)") for args in (
+    assert_cli_errors([(args, "empty.pt: not a readable FashionBERT checkpoint (an empty file)") for args in (
         ["eval", str(empty), "--data", str(tiny_data)], ["export", str(empty), "--data", str(tiny_data)],
         ["distill", str(empty), "-o", str(tmp_path / "s.pt"), "--data", str(tiny_data)],
         ["train", "--data", str(tiny_data), "-o", str(tmp_path / "t.pt"), "--from", str(empty)])])
@@ -127,7 +131,7 @@ def test_truncated_checkpoint(tmp_path, model):
     path = tmp_path / "m.pt"
     save_checkpoint(Checkpoint(model, default_vocab()), path)
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(FbinferError, match="not a readable checkpoint"):
+    with pytest.raises(FbinferError, match=r"m.pt: \d+ bytes of weights, its header records \d+ \(truncated or grown\)"):
         load_checkpoint(path)
 
 

@@ -13,7 +13,7 @@ from helpers import assert_one_line_error, run_cli, run_cli_here
 
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import write_json
-from fbinfer.outputs import check_file_output, check_folder_output, output_lock
+from fbinfer.output_paths import check_file_output, check_folder_output, output_lock
 
 
 @pytest.fixture
@@ -151,12 +151,12 @@ def test_a_full_disk_keeps_the_last_good_embedding_model(disk_40m):
     line, and the earlier file stays whole and loadable."""
     import torch
 
-    from fbinfer.search.checkpoint import EmbedCheckpoint, load_embed, save_embed
+    from fbinfer.search.checkpoint import Checkpoint, load_embed, save_embed
     from fbinfer.search.config import EmbedConfig
     from fbinfer.search.model import DualEncoder
 
     torch.manual_seed(0)
-    ck = EmbedCheckpoint(DualEncoder(EmbedConfig(tiny=True, init=None)), [f"t{i}" for i in range(30522)], {"steps": 1})
+    ck = Checkpoint(DualEncoder(EmbedConfig(tiny=True, init=None)), [f"t{i}" for i in range(30522)], {"steps": 1})
     out = disk_40m / "embed.pt"
     save_embed(ck, out)
     good = out.read_bytes()
@@ -173,15 +173,21 @@ def test_a_full_disk_keeps_the_last_good_embedding_model(disk_40m):
     assert sorted(p.name for p in disk_40m.iterdir()) == ["embed.pt", "filler"]
 
 
-def test_an_embedding_model_without_its_format_version_is_refused(tmp_path):
+def test_a_checkpoint_of_an_older_format_is_refused(tmp_path, tiny_model, tiny_data):
+    """Version 1 files were plain torch.save zips without the sha256 header: refused, saying what to do."""
     import torch
 
-    from fbinfer.search.checkpoint import FORMAT, load_embed
+    from fbinfer.search.checkpoint import load_embed
 
     old = tmp_path / "old.pt"
-    torch.save({"format": FORMAT, "config": {}, "state_dict": {}, "vocab": []}, old)
-    with pytest.raises(FbinferError, match=rf"{old}: embedding model format version None is not supported"):
+    torch.save({"format": "fbinfer.embed", "format_version": 1, "config": {}, "state_dict": {}, "vocab": []}, old)
+    with pytest.raises(FbinferError, match=rf"{old}: not a readable fbinfer embedding model \(a torch file without fbinfer's "
+                                           r"sha256 header: files of version 1 .* retrain with fbinfer embed train\)"):
         load_embed(old)
+    header, payload = tiny_model.read_bytes().split(b"\n", 1)
+    (tmp_path / "v3.pt").write_bytes(header.replace(b'"format_version": 2', b'"format_version": 3') + b"\n" + payload)
+    assert_one_line_error(run_cli_here("eval", str(tmp_path / "v3.pt"), "--data", str(tiny_data)),
+                          "v3.pt: FashionBERT checkpoint format version 3 is not supported (this fbinfer reads 2;")
 
 
 @pytest.mark.parametrize("command", ["synth", "eval"])

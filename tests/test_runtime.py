@@ -13,7 +13,8 @@ from helpers import assert_one_line_error, matrix_parity, parity_misses, run_cli
 from PIL import Image
 
 import fbinfer
-from fbinfer.backends.tensorrt import check_engine_record, profile_shapes
+from fbinfer.backends.tensorrt import check_engine_record
+from fbinfer.build.tensorrt import profile_shapes
 from fbinfer.bundle import Bundle
 from fbinfer.data.source import load_data
 from fbinfer.errors import FbinferError
@@ -155,7 +156,7 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_bundle, tmp_path, catalogue):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from fbinfer.backends.tensorrt import build_engine
+    from fbinfer.build.tensorrt import build_engine
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)

@@ -1,5 +1,5 @@
 """``fbinfer serve`` on the real NVIDIA Triton server (nvidia-pytriton's tritonserver), started on free
-ports: scores over HTTP and gRPC equal ``fbinfer.load``'s, bad requests get errors without harming
+ports: scores over HTTP and gRPC equal PyTorch's, ranks equal ``fbinfer.load``'s, bad requests get errors without harming
 the good ones around them, SIGTERM stops it with nothing left running, and the GPU repository's
 configs parse with Triton's own protobuf."""
 from __future__ import annotations
@@ -69,19 +69,43 @@ def strings(values: list, rows: bool = True) -> np.ndarray:
     return np.array([[v] for v in values] if rows else values, dtype=object)
 
 
+@pytest.fixture(scope="module")
+def torch_reference(tiny_model):
+    """PyTorch's own scores and features, apart from anything the server runs: the checkpoint's
+    model called on the tokenized captions, and the PyTorch extractor (fp16-rounded, as the cache)."""
+    import torch
+
+    import fbinfer
+    from fbinfer.model.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(tiny_model)
+    tok = ck.tokenizer()
+
+    def logits(texts: list[str], patches: np.ndarray) -> np.ndarray:
+        t = tok(texts)
+        with torch.no_grad():
+            return ck.model(torch.as_tensor(t.input_ids), torch.as_tensor(t.attention_mask), torch.from_numpy(patches.astype(np.float32))).logit.numpy()
+
+    return logits, fbinfer.load(tiny_model).patch_features
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_scores_equal_in_process(server, matcher, blobs, protocol):
+def test_served_scores_equal_torch(server, torch_reference, blobs, protocol):
+    """Served logits against the PyTorch model's on the same captions and the served patch features
+    (fp32 graph: within 1e-4), and the served extractor against PyTorch's (within fp16 rounding)."""
+    logits, torch_features = torch_reference
     module, url = (th, server.http_url) if protocol == "http" else (tg, server.grpc_url)
     client = module.InferenceServerClient(url)
-    want = matcher.score(TEXTS, blobs)
+    feats = client.infer("image_features", inputs(module, IMAGE=strings(blobs))).as_numpy("PATCHES")
+    ref = torch_features(blobs)
+    assert np.abs(feats.astype(np.float32) - ref).max() <= 2e-3 * np.abs(ref).max()
+    want = logits(TEXTS, feats)
     assert want.std() > 0.1  # scores that spread: a shuffled or constant answer cannot pass
     texts = strings([t.encode() for t in TEXTS])
     got = client.infer("fashionbert", inputs(module, TEXT=texts, IMAGE=strings(blobs))).as_numpy("LOGIT")
-    assert got.shape == (len(TEXTS), 1) and np.abs(got.ravel() - want).max() <= 1e-5
-    feats = client.infer("image_features", inputs(module, IMAGE=strings(blobs))).as_numpy("PATCHES")
-    assert np.abs(feats - matcher.patch_features(blobs)).max() <= 1e-5
+    assert got.shape == (len(TEXTS), 1) and np.abs(got.ravel() - want).max() <= 1e-4
     got = client.infer("fashionbert", inputs(module, TEXT=texts, PATCHES=feats)).as_numpy("LOGIT")
-    assert np.abs(got.ravel() - want).max() <= 1e-5
+    assert np.abs(got.ravel() - want).max() <= 1e-4
 
 
 def test_rank_equals_in_process(server, matcher, blobs):
@@ -173,7 +197,13 @@ def test_serve_killed_leaves_no_server_behind(tiny_bundle, tmp_path):
     while time.monotonic() < deadline and [pid for pid in os.listdir("/proc") if pid.isdigit() and str(repo) in _cmdline(pid)]:
         time.sleep(0.3)
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(repo) in _cmdline(pid)], "a server process survived"
-    ports.check_free()
+    while True:  # the kernel closes a dead process's sockets just after it leaves /proc: a moment's grace
+        try:
+            return ports.check_free()
+        except FbinferError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def _cmdline(pid: str) -> str:

@@ -38,7 +38,7 @@ def test_extractor_graph_matches_pytorch(tiny_bundle, tiny_data):
     """Recomputed here, on images the export's parity set may not hold: the graph is the trunk."""
     b = Bundle.open(tiny_bundle)
     pixels = bundle_preprocess(b)([decode_image(p.read_bytes(), p.name) for p in images(tiny_data, 3)])
-    got = OnnxRuntimeRunner(b.extractor_graph(), outputs=(PATCHES,)).infer({PIXELS: pixels})[PATCHES]
+    got = OnnxRuntimeRunner(b.extractor_graph(), outputs=(PATCHES,)).activate().infer({PIXELS: pixels})[PATCHES]
     ref = reference_features(b.config, pixels)
     assert got.shape == (3, 64, 320) and ref.std() > 0.5
     assert np.abs(got - ref).max() <= FP32_TOLERANCE

@@ -26,9 +26,14 @@ class Planted(Runner):
     """Hand-made scores of the planted drift set (``helpers.planted_pairs``), ``sleep`` seconds a call."""
 
     def __init__(self, flat: np.ndarray, sleep: float = 0.0):
-        self.flat, self.sleep, self.name = flat, sleep, "planted"
+        super().__init__("planted")
+        self.flat, self.sleep = flat, sleep
+        self.activate()
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def activate_impl(self) -> None:
+        pass
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         time.sleep(self.sleep)
         k = int(feeds["k"][0])
         return {LOGIT: self.flat[k * 64:(k + 1) * 64]}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fbinfer.backends.base import Runner
-from fbinfer.bundle.io_spec import OUTPUT_NAMES
+from fbinfer.bundle.io_spec import OUTPUT_NAMES, TensorSpec
 from fbinfer.errors import FbinferError, first_line
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -28,37 +28,43 @@ def unavailable() -> str | None:
 
 class OnnxRuntimeRunner(Runner):
     """An ONNX graph in ONNX Runtime (CPU unless other providers are given). ``outputs``: the
-    matcher's logit, or the extractor graph's patches."""
+    matcher's logit, or the extractor graph's patches; ``inputs``: the declared inputs (None: the
+    graph's own, with float16 read as float32, which the runner converts)."""
 
     def __init__(self, path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None,
-                 outputs: tuple[str, ...] = OUTPUT_NAMES):
+                 outputs: tuple[str, ...] = OUTPUT_NAMES, inputs: tuple[TensorSpec, ...] | None = None):
+        super().__init__(f"onnxruntime:{Path(path).name}", inputs)
         self.path, self.providers, self.threads, self.outputs = Path(path), providers, threads, outputs
-        self.name = f"onnxruntime:{self.path.name}"
-        self.session = None
 
-    def activate(self) -> OnnxRuntimeRunner:
-        if self.session is None:
-            import onnxruntime as ort
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            if self.threads:
-                opts.intra_op_num_threads = self.threads
-            opts.log_severity_level = 3
-            try:
-                self.session = ort.InferenceSession(str(self.path), opts, providers=list(self.providers))
-            except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
-                raise FbinferError(f"{self.path}: ONNX Runtime cannot load it ({first_line(e)})") from None
-            self.inputs = {i.name: i.type for i in self.session.get_inputs()}
-        return self
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=list(self.providers))
+        except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
+            raise FbinferError(f"{self.path}: ONNX Runtime cannot load it ({first_line(e)})") from None
+        self.types = {i.name: i.type for i in self.session.get_inputs()}
+        if self.inputs is None:
+            self.inputs = tuple(TensorSpec(i.name, ORT_TYPES.get(i.type, i.type), tuple(map(str, i.shape)))
+                                for i in self.session.get_inputs())
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.activate()
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         typed = {n: feeds[n].astype(np.float16 if t == "tensor(float16)" else feeds[n].dtype, copy=False)
-                 for n, t in self.inputs.items()}
+                 for n, t in self.types.items()}
         return {n: v.astype(np.float32, copy=False) for n, v in zip(self.outputs, self.session.run(list(self.outputs), typed))}
+
+    def deactivate_impl(self) -> None:
+        del self.session
 
     def describe(self) -> dict[str, str]:
         return {"graph": self.path.name, "providers": ",".join(self.providers)}
+
+
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
 
 def providers(device: str | None) -> tuple[str, ...]:
@@ -76,4 +82,9 @@ def providers(device: str | None) -> tuple[str, ...]:
 
 def runner(bundle, precision: str, device: str | None = None, graph: Path | None = None) -> OnnxRuntimeRunner:
     """The bundle's graph for ``precision``, or ``graph`` (a file) when given."""
-    return OnnxRuntimeRunner(graph or bundle.graph(*GRAPHS[precision]), providers(device))
+    return OnnxRuntimeRunner(graph or bundle.graph(*GRAPHS[precision]), providers(device), inputs=bundle.inputs)
+
+
+def graph_runner(path: Path, outputs: tuple[str, ...], device: str | None = None) -> OnnxRuntimeRunner:
+    """Any ONNX file (an extractor, an embedding tower) in FP32, its inputs read from the graph."""
+    return OnnxRuntimeRunner(path, providers(device), outputs=outputs)

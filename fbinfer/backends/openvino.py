@@ -14,12 +14,14 @@ one request on both cores (docs/serving.md); ``streams=1`` chooses the single re
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
+from fbinfer.backends import base
 from fbinfer.backends.base import Runner
-from fbinfer.bundle.io_spec import LOGIT
-from fbinfer.errors import FbinferError
+from fbinfer.bundle.io_spec import LOGIT, TensorSpec
+from fbinfer.errors import BackendUnavailable, FbinferError
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNS = "bundle"
@@ -39,13 +41,8 @@ def unavailable() -> str | None:
     return None
 
 
-def require() -> object:
-    why = unavailable()
-    if why:
-        raise FbinferError(why)
-    import openvino
-
-    return openvino
+def require() -> ModuleType:
+    return base.require("openvino", unavailable)
 
 
 def supports_bf16() -> bool:
@@ -59,17 +56,15 @@ class OpenVINORunner(Runner):
     ``hints``: OpenVINO properties ({}: OpenVINO's defaults). ``streams``: None lets OpenVINO's
     throughput mode choose the streams (2 on 2 cores) and splits each batch over that many
     requests; a number sets it; 1 is one synchronous request on every core, as a plain user runs it.
+    ``inputs``: the declared inputs (None: the graph's own).
     """
 
     def __init__(self, path: Path, hints: dict[str, str] | None = None, streams: int | None = 1, name: str | None = None,
-                 output: str = LOGIT):
-        self.path, self.hints, self.streams, self.output = Path(path), dict(hints or {}), streams, output
-        self.name = name or f"openvino:{self.path.name}"
-        self.requests: list = []
+                 outputs: tuple[str, ...] = (LOGIT,), inputs: tuple[TensorSpec, ...] | None = None):
+        super().__init__(name or f"openvino:{Path(path).name}", inputs)
+        self.path, self.hints, self.streams, self.outputs = Path(path), dict(hints or {}), streams, outputs
 
-    def activate(self) -> OpenVINORunner:
-        if self.requests:
-            return self
+    def activate_impl(self) -> None:
         ov = require()
         core = ov.Core()
         config = dict(self.hints)
@@ -81,33 +76,34 @@ class OpenVINORunner(Runner):
             self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line messages
             raise FbinferError(f"{self.path}: OpenVINO cannot compile it ({_ov_first_line(e)})") from None
+        if self.inputs is None:
+            self.inputs = tuple(TensorSpec(p.get_any_name(), p.get_element_type().to_dtype().name,
+                                           tuple(str(d) for d in p.get_partial_shape())) for p in self.compiled.inputs)
         n = 1 if self.streams == 1 else int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.requests = [self.compiled.create_infer_request() for _ in range(n)]
-        return self
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.activate()
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(next(iter(feeds.values())))  # every feed leads with the batch
         parts = [p for p in np.array_split(np.arange(n), min(len(self.requests), n))]
-        if len(parts) == 1:
-            return {self.output: np.array(self.requests[0].infer(feeds)[0], dtype=np.float32)}
         for request, rows in zip(self.requests, parts):
             request.start_async({k: np.ascontiguousarray(v[rows[0]:rows[-1] + 1]) for k, v in feeds.items()})
-        out = []
+        out: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
         for request in self.requests[:len(parts)]:
             request.wait()
-            out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
-        return {self.output: np.concatenate(out)}
+            for name in self.outputs:
+                out[name].append(np.array(request.get_tensor(name).data, dtype=np.float32))
+        return {name: np.concatenate(arrays) for name, arrays in out.items()}
+
+    def deactivate_impl(self) -> None:
+        del self.requests, self.compiled
 
     def describe(self) -> dict[str, str]:
-        """The graph and what OpenVINO actually chose (the precision it runs, its streams)."""
-        self.activate()
-        chosen = {k: _text(self.compiled.get_property(k)) for k in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "PERFORMANCE_HINT")}
-        return {"graph": self.path.name, "hints": ",".join(f"{k}={v}" for k, v in self.hints.items()) or "defaults",
-                **{f"effective {k}": v for k, v in chosen.items()}}
-
-    def deactivate(self) -> None:
-        self.requests = []
+        """The graph, its hints and, once active, what OpenVINO actually chose (its precision and streams)."""
+        said = {"graph": self.path.name, "hints": ",".join(f"{k}={v}" for k, v in self.hints.items()) or "defaults"}
+        if self.is_active:
+            said |= {f"effective {k}": _text(self.compiled.get_property(k))
+                     for k in ("INFERENCE_PRECISION_HINT", "NUM_STREAMS", "PERFORMANCE_HINT")}
+        return said
 
 
 def _text(value: object) -> str:
@@ -127,7 +123,7 @@ def hints_for(precision: str) -> dict[str, str]:
     if precision == "int8":
         return {"INFERENCE_PRECISION_HINT": INT8_REST}
     if precision == "bf16" and not supports_bf16():
-        raise FbinferError("precision bf16 on openvino: this CPU has no bf16 instructions (use fp32 or int8)")
+        raise BackendUnavailable("precision bf16 on openvino: this CPU has no bf16 instructions (use fp32 or int8)")
     return HINTS[precision]
 
 
@@ -135,7 +131,17 @@ def runner(bundle, precision: str, device: str | None = None, graph: Path | None
            streams: int | None = None) -> OpenVINORunner:
     """The bundle's graph for ``precision`` with the hints that make it so; ``graph``, ``hints``
     and ``streams`` override (the bench's peer: a plain export, OpenVINO's defaults, 1 stream)."""
+    check_device(device)
+    path = graph or bundle.graph(*GRAPHS[precision])
+    return OpenVINORunner(path, hints_for(precision) if hints is None else hints, streams, inputs=bundle.inputs)
+
+
+def graph_runner(path: Path, outputs: tuple[str, ...], device: str | None = None) -> OpenVINORunner:
+    """Any ONNX file (an extractor, an embedding tower) in f32, its inputs read from the graph."""
+    check_device(device)
+    return OpenVINORunner(path, hints_for("fp32"), outputs=outputs)
+
+
+def check_device(device: str | None) -> None:
     if device not in (None, "cpu"):
         raise FbinferError(f"device {device!r}: fbinfer runs OpenVINO on the CPU only")
-    path = graph or bundle.graph(*GRAPHS[precision])
-    return OpenVINORunner(path, hints_for(precision) if hints is None else hints, streams)

@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 
 from fbinfer.backends.base import Runner
-from fbinfer.bundle.io_spec import INPUT_NAMES, LOGIT
-from fbinfer.errors import FbinferError, first_line
+from fbinfer.bundle.io_spec import INPUT_NAMES, LOGIT, input_specs
+from fbinfer.errors import BackendUnavailable, FbinferError, first_line
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 RUNS = "checkpoint"
@@ -23,13 +23,10 @@ class TorchRunner(Runner):
     """A FashionBert on ``device`` in ``dtype`` (int8: ``quantize_dynamic`` on the Linear layers)."""
 
     def __init__(self, model, device: str = "cpu", precision: str = "fp32", compile: bool = False, name: str | None = None):
+        super().__init__(name or f"torch-{precision}-{device}" + ("-compile" if compile else ""), input_specs(model.config))
         self.model, self.device, self.precision, self.compile = model.eval(), device, precision, compile
-        self.name = name or f"torch-{precision}-{device}" + ("-compile" if compile else "")
-        self._ready = False
 
-    def activate(self) -> TorchRunner:
-        if self._ready:
-            return self
+    def activate_impl(self) -> None:
         import torch
 
         if self.precision == "int8":
@@ -40,13 +37,10 @@ class TorchRunner(Runner):
             self.model.to(device=self.device, dtype=dtype(self.precision))
         if self.compile:
             self.model = torch.compile(self.model, dynamic=True)
-        self._ready = True
-        return self
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        self.activate()
         with torch.inference_mode():
             ids, mask, patches = (torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in INPUT_NAMES)
             logit = self.model(ids, mask, patches.to(dtype(self.precision))).logit
@@ -74,7 +68,7 @@ def runner(source, precision: str, device: str | None = None, compile: bool = Fa
     ck = source.load_source() if isinstance(source, Bundle) else source
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FbinferError("device 'cuda': this torch has no CUDA device (install a CUDA build of torch on a GPU machine)")
+        raise BackendUnavailable("device 'cuda': this torch has no CUDA device (install a CUDA build of torch on a GPU machine)")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise FbinferError(f"device {device!r}: the torch backend runs on 'cpu' or 'cuda'")
     if precision == "fp16" and device == "cpu":
@@ -87,7 +81,7 @@ def runner(source, precision: str, device: str | None = None, compile: bool = Fa
         try:
             from fbinfer.bundle.io_spec import example_feeds
 
-            r.infer(example_feeds(ck.config, batch=2, text_len=8))
+            r.activate().infer(example_feeds(ck.config, batch=2, text_len=8))
         except Exception as e:  # noqa: BLE001 - inductor fails in many ways (no compiler, unsupported op)
-            raise FbinferError(f"torch.compile failed here ({type(e).__name__}: {first_line(e, 100)})") from None
+            raise BackendUnavailable(f"torch.compile failed here ({type(e).__name__}: {first_line(e, 100)})") from None
     return r

@@ -3,7 +3,8 @@ here. ``fbinfer.load`` and ``fbinfer bench`` both resolve backends through this 
 backend is one file in this package plus one line below.
 
 Each backend module defines ``PRECISIONS``, ``RUNS`` ("checkpoint" or "bundle"),
-``unavailable() -> str | None`` and ``runner(source, precision, device=None, **options) -> Runner``;
+``unavailable() -> str | None`` and ``runner(source, precision, device=None, **options) -> Runner``, and
+those that run any ONNX file ``graph_runner(path, outputs, device=None) -> Runner``;
 it imports its engine lazily, so listing backends never fails for a missing optional package.
 """
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from fbinfer.backends.base import Runner
-from fbinfer.errors import FbinferError
+from fbinfer.errors import BackendUnavailable, FbinferError
 
 REGISTRY = {
     "torch": "fbinfer.backends.pytorch",
@@ -73,7 +75,7 @@ def open_runner(name: str, source: Any, precision: str, device: str | None = Non
         raise FbinferError(f"precision {precision!r} on {name}: choose from {', '.join(b.precisions)}")
     why = b.unavailable()
     if why:
-        raise FbinferError(f"backend {name!r} is not available here: {why}")
+        raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
     from fbinfer.bundle import Bundle
 
     if b.runs == "bundle" and not isinstance(source, Bundle):
@@ -84,3 +86,16 @@ def open_runner(name: str, source: Any, precision: str, device: str | None = Non
         if key not in known:
             raise FbinferError(f"option {key!r} on {name}: choose from {', '.join(known) or 'none'}")
     return b.module.runner(source, precision, device, **options)
+
+
+def graph_runner(name: str, path: Path, outputs: tuple[str, ...], device: str | None = None) -> Runner:
+    """Any ONNX file (the image extractor, an embedding tower) in FP32 beside backend ``name``'s
+    matcher: its own engine where it runs ONNX files, ONNX Runtime on the same device for TensorRT."""
+    b = backend(name)
+    if not hasattr(b.module, "graph_runner"):
+        raise FbinferError(f"backend {name!r} does not run ONNX files; choose from "
+                           f"{', '.join(n for n in REGISTRY if hasattr(backend(n).module, 'graph_runner'))}")
+    why = b.unavailable()
+    if why:
+        raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
+    return b.module.graph_runner(Path(path), outputs, device)

@@ -1,11 +1,9 @@
-"""TensorRT: engines built from a bundle's graphs, and a runner that serves them.
+"""TensorRT: the runner that serves an engine (``fbinfer.build.tensorrt`` builds it, as Polygraphy
+keeps trt/loader.py apart from trt/runner.py).
 
-Written against NVIDIA's documented Python API for TensorRT 10.12+ and 11.x and kept thin:
-strongly typed networks (the precision is the ONNX graph's own: FP16 tensors, Q/DQ for INT8;
-TensorRT 11 removed BuilderFlag.FP16/INT8 and the calibrators), one optimization profile over
-batch and text length, an optional timing cache. TensorRT cannot be installed on the machines
-this project is developed on, so this module has NOT been run; everything around it (the
-graphs, the manifest records, the version/GPU checks, the error paths) is tested.
+Written against NVIDIA's documented Python API for TensorRT 10.12+ and 11.x and kept thin.
+TensorRT cannot be installed on the machines this project is developed on, so this module has NOT
+been run; the version/GPU checks and the error paths around it are tested.
 
 Device buffers are torch CUDA tensors (``set_tensor_address(name, t.data_ptr())``) on a torch
 CUDA stream: torch is already a dependency and shares its CUDA context with TensorRT, where
@@ -14,16 +12,16 @@ samples moved to cuda-python). CUDA graphs are not used (not measurable here).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 
+from fbinfer.backends import base
 from fbinfer.backends.base import Runner
-from fbinfer.bundle import Bundle, engine_file
-from fbinfer.errors import FbinferError
-from fbinfer.fileio import atomic_path
+from fbinfer.bundle import Bundle
+from fbinfer.bundle.io_spec import TensorSpec
+from fbinfer.errors import EngineError, FbinferError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 RUNS = "bundle"
@@ -45,14 +43,9 @@ def unavailable() -> str | None:
     return None
 
 
-def require_tensorrt() -> Any:
+def require_tensorrt() -> ModuleType:
     """The tensorrt module, or one line saying what is missing."""
-    why = unavailable()
-    if why:
-        raise FbinferError(why)
-    import tensorrt as trt
-
-    return trt
+    return base.require("tensorrt", unavailable)
 
 
 def this_gpu() -> dict[str, str]:
@@ -67,100 +60,37 @@ def check_engine_record(record: dict, tensorrt_version: str, gpu: dict[str, str]
     built = (record.get("tensorrt"), record.get("gpu"), record.get("compute_capability"))
     here = (tensorrt_version, gpu["gpu"], gpu["compute_capability"])
     if built != here:
-        raise FbinferError(f"{record.get('file')}: built for {built[1]} (sm {built[2]}) with TensorRT {built[0]}, "
+        raise EngineError(f"{record.get('file')}: built for {built[1]} (sm {built[2]}) with TensorRT {built[0]}, "
                            f"but this is {here[1]} (sm {here[2]}) with TensorRT {here[0]}; rebuild it: "
                            f"fbinfer build {bundle} --precision {record.get('precision')}")
-
-
-def build_engine(folder: Path, precision: str, max_batch: int | None = None, opt_batch: int = 64,
-                 workspace_mb: int = 4096, timing_cache: Path | None = None) -> dict:
-    """Parse the bundle's TensorRT graph of ``precision``, build, write its engine, record it in the manifest."""
-    bundle = Bundle.open(folder)
-    if precision not in PRECISIONS:
-        raise FbinferError(f"--precision {precision!r}: TensorRT engines are {', '.join(PRECISIONS)}")
-    graph = bundle.graph("tensorrt", precision)
-    max_batch = max_batch or bundle.max_batch
-    if not 1 <= opt_batch <= max_batch:
-        raise FbinferError(f"--opt-batch {opt_batch} must be within 1..--max-batch {max_batch}")
-    trt = require_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # always on (flag accepted) in 11
-    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(graph)):
-        errors = [parser.get_error(i) for i in range(parser.num_errors)]
-        listed = "; ".join(f"node {e.node_name() or e.node()} ({e.node_operator()}): {e.desc()}" for e in errors[:5])
-        raise FbinferError(f"{graph.name}: TensorRT's ONNX parser failed: {listed}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    profile = builder.create_optimization_profile()
-    shapes = profile_shapes(bundle.manifest, max_batch, opt_batch)
-    for name, (lo, opt, hi) in shapes.items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    if timing_cache is not None:
-        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    t0 = time.perf_counter()
-    blob = builder.build_serialized_network(network, config)
-    if blob is None:
-        raise FbinferError(f"{graph.name}: TensorRT could not build an engine (see the TensorRT log above)")
-    seconds = time.perf_counter() - t0
-    plan = bundle.folder / engine_file(precision)
-    with atomic_path(plan) as tmp:
-        tmp.write_bytes(bytes(blob))
-    if timing_cache is not None:
-        with atomic_path(timing_cache) as tmp:
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-    record = {"graph": graph.name, "tensorrt": trt.__version__, **this_gpu(),
-              "profile": {k: [list(s) for s in v] for k, v in shapes.items()}, "build_seconds": round(seconds, 1),
-              "workspace_mb": workspace_mb}
-    bundle.record_engine(precision, record)
-    return bundle.engines()[precision]
-
-
-def profile_shapes(manifest: dict, max_batch: int, opt_batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """(min, opt, max) per input from the manifest's declared axes: batch 1..max, text 2..max length."""
-    text = manifest["config"]["max_text_len"]
-    sizes = {"batch": (1, opt_batch, max_batch), "text_len": (2, text // 2, text)}
-    out = {}
-    for spec in manifest["inputs"]:
-        out[spec["name"]] = tuple(tuple(sizes[a][i] if a in sizes else int(a) for a in spec["axes"]) for i in range(3))
-    return out
 
 
 class TensorRTRunner(Runner):
     """One engine, one execution context, one CUDA stream; inputs and outputs are torch CUDA tensors."""
 
-    def __init__(self, plan: Path, record: dict, bundle: Path):
+    def __init__(self, plan: Path, record: dict, bundle: Path, inputs: tuple[TensorSpec, ...] | None = None):
         """``plan``: the engine file; ``record``: its manifest record; ``bundle``: the folder (for messages)."""
+        super().__init__(f"tensorrt:{Path(plan).name}", inputs)
         self.plan, self.record, self.bundle = Path(plan), record, Path(bundle)
-        self.name = f"tensorrt:{self.plan.name}"
-        self.context = None
 
-    def activate(self) -> TensorRTRunner:
-        if self.context is not None:
-            return self
+    def activate_impl(self) -> None:
         trt = require_tensorrt()
         import torch
 
         check_engine_record(self.record, trt.__version__, this_gpu(), self.bundle)
         if not self.plan.is_file():
-            raise FbinferError(f"{self.plan}: engine file missing; rebuild it: fbinfer build {self.bundle} --precision {self.record['precision']}")
+            raise EngineError(f"{self.plan}: engine file missing; rebuild it: fbinfer build {self.bundle} --precision {self.record['precision']}")
         self.trt, self.torch = trt, torch
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(self.plan.read_bytes())
         if self.engine is None:
-            raise FbinferError(f"{self.plan}: TensorRT could not deserialize the engine; rebuild it: fbinfer build {self.bundle}")
+            raise EngineError(f"{self.plan}: TensorRT could not deserialize the engine; rebuild it: fbinfer build {self.bundle}")
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        return self
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.activate()
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch, trt = self.torch, self.trt
         keep = []
         with torch.cuda.stream(self.stream):
@@ -177,13 +107,12 @@ class TensorRTRunner(Runner):
                 self.context.set_tensor_address(name, t.data_ptr())
                 out[name] = t
             if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise FbinferError(f"{self.plan}: TensorRT execution failed")
+                raise EngineError(f"{self.plan}: TensorRT execution failed")
         self.stream.synchronize()
         return {n: t.float().cpu().numpy() for n, t in out.items()}
 
-    def deactivate(self) -> None:
-        self.context = None
-        self.engine = None
+    def deactivate_impl(self) -> None:
+        del self.context, self.engine
 
 
 def runner(bundle: Bundle, precision: str, device: str | None = None) -> TensorRTRunner:
@@ -191,4 +120,11 @@ def runner(bundle: Bundle, precision: str, device: str | None = None) -> TensorR
     if device not in (None, "cuda") and not str(device).startswith("cuda"):
         raise FbinferError(f"device {device!r}: TensorRT runs on 'cuda'")
     plan, record = bundle.engine(precision)
-    return TensorRTRunner(plan, record, bundle.folder)
+    return TensorRTRunner(plan, record, bundle.folder, bundle.inputs)
+
+
+def graph_runner(path: Path, outputs: tuple[str, ...], device: str | None = None) -> Runner:
+    """Any other ONNX file beside an engine (the image extractor) runs in ONNX Runtime on the same GPU."""
+    from fbinfer.backends import onnxruntime
+
+    return onnxruntime.graph_runner(path, outputs, device or "cuda")

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fbinfer.bench.config import PLAIN, PLAIN_DYNAMIC_INT8, PLAIN_NNCF_INT8
+from fbinfer.bench.models import ModelBench
 from fbinfer.errors import BackendUnavailable
 from fbinfer.fileio import atomic_path
-
-if TYPE_CHECKING:
-    from fbinfer.bench.run import ModelBench
 
 
 def _made_once(mb: ModelBench, name: str, make: Callable[[Path], None]) -> Path:
@@ -55,8 +52,8 @@ def plain_nncf_int8(mb: ModelBench) -> Path:
     except ImportError:
         raise BackendUnavailable("NNCF is not installed: pip install 'fbinfer[openvino]' (nncf>=3.4)") from None
     from fbinfer.data.features import FeatureStore
+    from fbinfer.export.config import CalibrationConfig
     from fbinfer.export.exporter import calibration_feeds
-    from fbinfer.export.int8 import CalibrationConfig
 
     def make(path: Path) -> None:
         store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.train)

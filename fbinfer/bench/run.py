@@ -14,7 +14,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,30 +26,18 @@ from fbinfer.bench.config import REFERENCE, VARIANTS, BenchConfig, Variant
 from fbinfer.bench.drift import LazyScores, RowDrift, rank_report, sequential_drift
 from fbinfer.bench.driftset import DriftPairs, drift_data
 from fbinfer.bench.flops import flops_per_pair
+from fbinfer.bench.models import ModelBench, resolve
 from fbinfer.bench.peers import PEER_GRAPHS
-from fbinfer.bundle import Bundle
 from fbinfer.bundle.io_spec import ATTENTION_MASK, batch_size, make_feeds
 from fbinfer.bundle.plan import tuned
 from fbinfer.data.features import FeatureStore
-from fbinfer.data.source import DataSource, load_data
-from fbinfer.errors import FbinferError
+from fbinfer.errors import BackendUnavailable, FbinferError
 from fbinfer.evaluation.evaluate import eval_pairs
 from fbinfer.evaluation.paired import WITHIN
 from fbinfer.evaluation.timing import Timing, peak_flops, times_in_turns, timing
-from fbinfer.export.exporter import ExportConfig, default_bundle_dir, export_bundle, versions
-from fbinfer.fileio import sha256
+from fbinfer.export.exporter import versions
 from fbinfer.machine import cpu_flags
-from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
 from fbinfer.threads import torch_threads
-
-
-@dataclass
-class ModelBench:
-    name: str
-    bundle: Bundle
-    data: DataSource
-    ck: Checkpoint = field(repr=False)
-    exported: str | None = None  # why the bench exported the bundle itself, if it did
 
 
 @dataclass
@@ -86,25 +74,6 @@ class Speed:
     peak_precision: str
 
 
-def resolve(model: Path, data: Path | None) -> ModelBench:
-    """A bundle folder, or a checkpoint exported into MODEL.bundle: made when missing, made anew
-    when the folder was exported from other checkpoint bytes (its manifest's sha256 differs)."""
-    if model.is_dir():
-        bundle = Bundle.open(model)
-        ck = bundle.load_source()
-        return ModelBench(ck.path.stem, bundle, load_data(ck.training_data(data)), ck)
-    ck = load_checkpoint(model)
-    folder, why = default_bundle_dir(model), None
-    if not folder.is_dir():
-        why = f"exported {model} into {folder} (no bundle there yet)"
-    elif Bundle.open(folder).manifest["source"]["sha256"] != sha256(model):
-        why = f"exported {model} into {folder} anew: the bundle there came from other checkpoint bytes"
-    source = load_data(ck.training_data(data))
-    if why:
-        export_bundle(model, source, folder, ExportConfig(parity_queries=4), force=True)
-    return ModelBench(ck.path.stem, Bundle.open(folder), source, ck, why)
-
-
 def tuned_variant(v: Variant, mb: ModelBench) -> Variant | str:
     """A tuned row made concrete from the bundle's plan (its precision, graph and hints), or why it has none."""
     if not v.tuned:
@@ -133,7 +102,7 @@ def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
         options["fresh"] = v.key != REFERENCE  # a copy of the weights for each converted model
     try:
         return open_runner(v.backend, mb.ck if v.backend == "torch" else mb.bundle, v.precision, **options).activate(), ""
-    except FbinferError as e:
+    except BackendUnavailable as e:  # any other error fails the row loudly
         return None, str(e)
 
 

@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fbinfer.bundle.io_spec import TensorSpec, input_specs
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import read_json, sha256, write_json
 from fbinfer.model.config import FashionBertConfig
@@ -126,6 +127,11 @@ class Bundle:
             return FashionBertConfig.from_dict(self.manifest["config"])
         except TypeError as e:
             raise FbinferError(f"{self.folder / MANIFEST}: field 'config' is malformed ({e})") from None
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """What every matcher graph of this bundle takes (``fbinfer.bundle.io_spec``)."""
+        return input_specs(self.config)
 
     def file(self, name: str) -> Path:
         """Path of a listed file, its sha256 checked against the manifest on first use."""

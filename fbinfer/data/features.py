@@ -34,7 +34,7 @@ from fbinfer.errors import FbinferError, first_line
 from fbinfer.fileio import atomic_path, read_json, sha256, write_json
 from fbinfer.model.config import FashionBertConfig
 
-FAST_FROM = 512  # the fast engine's 3.5 s conversion pays from ~300 images at 128 px, ~50 at 256 (benchmarks/feature_engine.py)
+FAST_FROM = 512  # where the fast engine's one-off conversion pays (docs/data.md, benchmarks/feature_engine.py)
 INDEX_VERSION = 2  # {version, sha256 of features.npy, rows: image -> [row, image hash]}
 
 

@@ -13,7 +13,7 @@ from fbinfer.data.draw import render
 from fbinfer.data.records import Item, write_jsonl
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import atomic_path, write_json
-from fbinfer.outputs import check_folder_output, output_lock
+from fbinfer.output_paths import check_folder_output, output_lock
 
 
 @dataclass(frozen=True)

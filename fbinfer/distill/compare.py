@@ -66,7 +66,7 @@ def measure(models: dict[str, Path], data: DataSource, queries: int | None = Non
     return results
 
 
-def kept(r: dict, teacher: dict, direction: str) -> float:
+def share_kept(r: dict, teacher: dict, direction: str) -> float:
     """A model's Rank@1 in one direction as a percent of the teacher's (the distillation goal's measure)."""
     return 100 * r["rank"][direction]["rank1"] / max(teacher["rank"][direction]["rank1"], 1e-9)
 
@@ -78,7 +78,7 @@ def compare_table(teacher: dict, students: dict[str, dict]) -> Table:
         t.add_column(col, justify="left" if col in ("model", "shape") else "right")
     for name, r in {"teacher": teacher, **students}.items():
         ranks = [f"{r['rank'][d]['rank1']:.1f}/{r['rank'][d]['rank5']:.1f}/{r['rank'][d]['rank10']:.1f}" for d in DIRECTIONS]
-        t.add_row(name, f"{r['layers']}x{r['hidden']}", *ranks, "/".join(f"{kept(r, teacher, d):.0f}%" for d in DIRECTIONS), f"{r['parameters'] / 1e6:.1f}", f"{r['pairs_per_s']:.0f}",
+        t.add_row(name, f"{r['layers']}x{r['hidden']}", *ranks, "/".join(f"{share_kept(r, teacher, d):.0f}%" for d in DIRECTIONS), f"{r['parameters'] / 1e6:.1f}", f"{r['pairs_per_s']:.0f}",
                   f"{r['pairs_per_s'] / teacher['pairs_per_s']:.2f}x")
     return t
 

@@ -20,11 +20,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from fbinfer.distill.config import QUANTIZE
 from fbinfer.errors import BackendUnavailable, FbinferError
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.training.objectives import PretrainBatch
 
-QUANTIZE = ("int8",)
 SCHEME = "symmetric int8 fake quantization, weights per output channel, inputs per tensor (max), encoder Linear layers"
 QUANTIZER = "_quantizer"  # the state-dict keys of Model Optimizer's quantizers contain this
 
@@ -37,11 +37,6 @@ def _mtq():
     except ImportError:
         raise BackendUnavailable("--quantize int8 needs NVIDIA Model Optimizer: pip install 'fbinfer[quantize]'") from None
     return mtq
-
-
-def check(quantize: str) -> None:
-    if quantize not in QUANTIZE:
-        raise FbinferError(f"--quantize: choose from {', '.join(QUANTIZE)}, not {quantize!r}")
 
 
 def version() -> str:
@@ -64,7 +59,8 @@ def int8_config() -> dict:
 def fake_quantize(model: FashionBert, batches: Iterable[PretrainBatch], quantize: str = "int8") -> list[str]:
     """Put fake quantizers into ``model`` in place and calibrate them on ``batches``; returns the
     names of the Linear layers now quantized."""
-    check(quantize)
+    if quantize not in QUANTIZE:
+        raise FbinferError(f"quantize: choose from {', '.join(QUANTIZE)}, not {quantize!r}")
     batches = list(batches)
 
     def calibrate(m: nn.Module) -> None:

@@ -9,45 +9,15 @@ starts as the teacher's truncation (the paper's 2-layer method) or its every-k-t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
-from fbinfer.errors import FbinferError
+from fbinfer.distill.config import StudentSpec
 from fbinfer.model.checkpoint import Checkpoint
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
 from fbinfer.training.objectives import PretrainBatch
-
-LAYER_CHOICES = ("uniform", "first")
-
-
-@dataclass(frozen=True)
-class StudentSpec:
-    layers: int = 2
-    hidden: int | None = None  # None: the teacher's
-    heads: int | None = None  # None: keep the teacher's head size
-    init_layers: str = "uniform"  # "uniform": spread over the depth (TinyBERT's map); "first": the bottom ones (docs/distillation.md)
-
-    def config(self, teacher: FashionBertConfig) -> FashionBertConfig:
-        """The student's config; errors name the option that does not fit the teacher."""
-        hidden = self.hidden or teacher.hidden_size
-        head_size = teacher.hidden_size // teacher.num_heads
-        heads = self.heads or max(1, hidden // head_size)
-        if self.layers < 1 or self.layers > teacher.num_layers:
-            raise FbinferError(f"--layers {self.layers}: a student needs 1 to {teacher.num_layers} layers (the teacher's depth)")
-        if hidden > teacher.hidden_size:
-            raise FbinferError(f"--hidden {hidden}: wider than the teacher ({teacher.hidden_size})")
-        if heads > teacher.num_heads:
-            raise FbinferError(f"--heads {heads}: more heads than the teacher ({teacher.num_heads})")
-        if hidden % heads or hidden // heads != head_size:
-            raise FbinferError(f"--hidden {hidden} --heads {heads}: the head size must stay the teacher's {head_size} "
-                               f"to inherit its attention weights (use --heads {max(1, hidden // head_size)})")
-        if self.init_layers not in LAYER_CHOICES:
-            raise FbinferError(f"--init-layers {self.init_layers!r}: choose from {', '.join(LAYER_CHOICES)}")
-        intermediate = teacher.intermediate_size * hidden // teacher.hidden_size
-        return replace(teacher, name=f"{teacher.name}-student-{self.layers}x{hidden}", num_layers=self.layers,
-                       hidden_size=hidden, num_heads=heads, intermediate_size=intermediate, init=None).validate()
 
 
 def layer_map(teacher_layers: int, student_layers: int, how: str = "uniform") -> list[int]:
@@ -112,10 +82,10 @@ def top(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def slice_state(teacher: FashionBert, cfg: FashionBertConfig, lmap: list[int], imp: Importance | None) -> dict[str, torch.Tensor]:
     """The teacher's weights cut to the student's shapes: layers by ``lmap``, channels by importance."""
-    tc = teacher.config
-    head = tc.hidden_size // tc.num_heads
+    teacher_cfg = teacher.config
+    head = teacher_cfg.hidden_size // teacher_cfg.num_heads
     full = imp is None
-    h = torch.arange(tc.hidden_size) if full else top(imp.hidden, cfg.hidden_size)
+    h = torch.arange(teacher_cfg.hidden_size) if full else top(imp.hidden, cfg.hidden_size)
     state = {}
     for name, w in teacher.state_dict().items():
         if name.startswith("bert.encoder.layer."):
@@ -127,9 +97,9 @@ def slice_state(teacher: FashionBert, cfg: FashionBertConfig, lmap: list[int], i
                 if t != t_layer:
                     continue
                 rest = ".".join(parts[4:])
-                kept_heads = torch.arange(tc.num_heads) if full else top(imp.heads[t], cfg.num_heads)
+                kept_heads = torch.arange(teacher_cfg.num_heads) if full else top(imp.heads[t], cfg.num_heads)
                 qkv = (kept_heads[:, None] * head + torch.arange(head)).flatten()
-                f = torch.arange(tc.intermediate_size) if full else top(imp.ffn[t], cfg.intermediate_size)
+                f = torch.arange(teacher_cfg.intermediate_size) if full else top(imp.ffn[t], cfg.intermediate_size)
                 state[f"bert.encoder.layer.{s_layer}.{rest}"] = _slice_layer_param(rest, w, h, qkv, f)
             continue
         state[name] = _slice_outer_param(name, w, h)
@@ -169,15 +139,15 @@ def _slice_outer_param(name: str, w: torch.Tensor, h: torch.Tensor) -> torch.Ten
 
 
 def make_student(teacher: Checkpoint, spec: StudentSpec, batches: list[PretrainBatch]) -> tuple[Checkpoint, list[int], torch.Tensor]:
-    """(student checkpoint, layer map, kept hidden channels). ``batches`` feed the importance
+    """(student checkpoint, layer map, the teacher's hidden channels it keeps). ``batches`` feed the importance
     estimate and are only used when the student is narrower than the teacher."""
-    tc = teacher.config
-    cfg = spec.config(tc)
-    lmap = layer_map(tc.num_layers, cfg.num_layers, spec.init_layers)
-    narrower = cfg.hidden_size < tc.hidden_size
+    teacher_cfg = teacher.config
+    cfg = spec.config(teacher_cfg)
+    lmap = layer_map(teacher_cfg.num_layers, cfg.num_layers, spec.init_layers)
+    narrower = cfg.hidden_size < teacher_cfg.hidden_size
     imp = importance(teacher.model, batches) if narrower else None
     student = FashionBert(cfg)
     student.load_state_dict(slice_state(teacher.model, cfg, lmap, imp))
     student.eval()
-    kept = top(imp.hidden, cfg.hidden_size) if imp is not None else torch.arange(tc.hidden_size)
-    return Checkpoint(student, list(teacher.vocab)), lmap, kept
+    channels = top(imp.hidden, cfg.hidden_size) if imp is not None else torch.arange(teacher_cfg.hidden_size)
+    return Checkpoint(student, list(teacher.vocab)), lmap, channels

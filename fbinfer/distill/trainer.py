@@ -8,8 +8,7 @@ the gradients, so N processes follow the single-process trajectory of the same g
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -18,98 +17,19 @@ from torch import nn
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
 from fbinfer.distill import qad
+from fbinfer.distill.config import DistillConfig, LossWeights
 from fbinfer.distill.losses import attention_kl, list_kd, masked_mse, relation_heads, tia_kd
 from fbinfer.distill.student import StudentSpec, layer_map, make_student
 from fbinfer.errors import FbinferError
 from fbinfer.fileio import sha256
-from fbinfer.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fbinfer.model.checkpoint import FASHIONBERT, Checkpoint, load_checkpoint
 from fbinfer.model.fashionbert import FashionBert
-from fbinfer.outputs import claimed_file
-from fbinfer.threads import torch_threads
 from fbinfer.training import loop
 from fbinfer.training.dist import Dist
-from fbinfer.training.loop import Optimization, autocast, resume_path
+from fbinfer.training.loop import autocast, resume_path
 from fbinfer.training.objectives import PretrainBatch, masked_losses
 from fbinfer.training.pairs import PairSampler, make_batch
-
-TERMS = ("kd", "rank", "hidden", "attention", "embedding", "tia", "mlm", "mpm")
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    kd: float = 1.0  # TIA logit distillation (soft labels, temperature)
-    rank: float = 1.0  # listwise distillation over each ranking list's logits
-    hidden: float = 1.0  # hidden-state MSE over the layer map
-    attention: float = 1.0  # self-attention distribution KL over the layer map
-    embedding: float = 1.0  # embedding-layer MSE (text and patch tokens)
-    tia: float = 1.0  # hard TIA loss on the pair labels
-    mlm: float = 0.0
-    mpm: float = 0.0
-
-    @property
-    def uses_teacher(self) -> bool:
-        """False for plain fine-tuning (only tia/mlm/mpm on): the teacher's forward pass is skipped."""
-        return any((self.kd, self.rank, self.hidden, self.attention, self.embedding))
-
-    @classmethod
-    def parse(cls, text: str) -> LossWeights:
-        """``"kd=1,hidden=0.5"``: named terms replace the defaults."""
-        values = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            name, _, value = part.partition("=")
-            if name not in TERMS:
-                raise FbinferError(f"--weights: unknown loss term {name!r}; choose from {', '.join(TERMS)}")
-            try:
-                values[name] = float(value)
-            except ValueError:
-                raise FbinferError(f"--weights: {part!r} is not name=number") from None
-            if values[name] < 0:
-                raise FbinferError(f"--weights: {name} must be >= 0")
-        weights = cls(**values)
-        if not any(getattr(weights, t) for t in TERMS):
-            raise FbinferError(f"--weights {text!r}: every loss term is off")
-        return weights
-
-
-@dataclass
-class DistillConfig:
-    steps: int | None = None  # or epochs
-    epochs: float | None = None
-    batch_size: int = 32  # global, over all processes
-    lr: float = 3e-4  # beat 1e-4 at 500 steps (A/B) and reached the goal at 4,500 (docs/results/distillation.md)
-    proj_lr: float = 1e-3  # the hidden-state projections (new parameters)
-    warmup: float = 0.06
-    weight_decay: float = 0.01
-    temperature: float = 2.0
-    weights: LossWeights = field(default_factory=LossWeights)
-    hard_ratio: float = 0.5  # share of the pairs' negatives from the same sub-category (as training)
-    extra_negatives: float = 0.5  # extra same-sub-category negatives per batch, as a share of batch_size
-    lists: int = 0  # ranking lists per global batch for the rank term (off: it measured worse, docs/results/distillation.md)
-    list_size: int = 16  # pairs per list: the truth and list_size - 1 candidates from its sub-category
-    dropout: float | None = None  # the student's dropout; None keeps the teacher's
-    precision: str = "fp32"  # of both forward passes: fp32 or bf16 (autocast; weights and optimizer stay fp32)
-    quantize: str | None = None  # "int8": the student learns with INT8 fake quantization in the loop (fbinfer.distill.qad)
-    start: str | None = None  # a distilled student to go on from with a fresh schedule (QAD as a short fine-tune)
-    mlm_prob: float = 0.15  # used only when the mlm / mpm weights are on
-    mpm_prob: float = 0.1
-    checkpoint_every: int = 200
-    log_every: int = 10
-    seed: int = 0
-
-    def validate(self) -> DistillConfig:
-        """Every option checked before any work, each error one line naming the option."""
-        loop.check_schedule(self)
-        if not self.temperature > 0:
-            raise FbinferError(f"--temperature: must be positive, got {self.temperature}")
-        if self.extra_negatives < 0:
-            raise FbinferError(f"--extra-negatives: must be >= 0, got {self.extra_negatives}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise FbinferError(f"--dropout: must be in [0, 1), got {self.dropout}")
-        if self.quantize is not None:
-            qad.check(self.quantize)
-        if self.start is not None and not Path(self.start).is_file():
-            raise FbinferError(f"--from {self.start}: no such file")
-        return self
+from fbinfer.training.run import Trainer, resume_state, session
 
 
 @dataclass
@@ -179,7 +99,7 @@ class Distiller(nn.Module):
     """The student plus the learned projections (student width -> teacher width) for the
     hidden and embedding losses; one module, so DDP syncs both."""
 
-    def __init__(self, student: FashionBert, teacher_hidden: int, kept: torch.Tensor, weights: LossWeights, temperature: float,
+    def __init__(self, student: FashionBert, teacher_hidden: int, channels: torch.Tensor, weights: LossWeights, temperature: float,
                  list_size: int = 0):
         super().__init__()
         self.student, self.weights, self.temperature, self.list_size = student, weights, temperature, list_size
@@ -191,8 +111,12 @@ class Distiller(nn.Module):
                 p = nn.Linear(cfg.hidden_size, teacher_hidden, bias=False)
                 with torch.no_grad():  # start as the inverse of the channel selection
                     p.weight.zero_()
-                    p.weight[kept, torch.arange(cfg.hidden_size)] = 1.0
+                    p.weight[channels, torch.arange(cfg.hidden_size)] = 1.0
                 self.proj.append(p)
+
+    def param_groups(self, lr: float, proj_lr: float) -> list[dict]:
+        """The student at ``lr``; the new hidden-state projections at ``proj_lr``."""
+        return [{"params": list(self.student.parameters()), "lr": lr}, {"params": list(self.proj.parameters()), "lr": proj_lr}]
 
     def lift(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.proj[i](x) if len(self.proj) else x
@@ -288,14 +212,8 @@ def distill(teacher_path: Path, data: DataSource, spec: StudentSpec, dc: Distill
             resume: bool = False, force: bool = False) -> DistillResult:
     """Distil and write ``out`` (and ``out.resume``); the main process holds a lock on it. An
     existing checkpoint is replaced only with ``force`` and continued only with ``resume``."""
-    env = Dist.start()
-    if env.world == 1:
-        torch_threads()
-    try:
-        with claimed_file(out, "-o", force, resume) if env.main else nullcontext():
-            return _distill(env, teacher_path, data, spec, dc, out, resume)
-    finally:
-        env.stop()
+    with session(out, force, resume) as env:
+        return _distill(env, teacher_path, data, spec, dc.validate(), out, resume)
 
 
 def _student(teacher: Checkpoint, spec: StudentSpec, dc: DistillConfig, data: DataSource, store: FeatureStore, out: Path,
@@ -303,34 +221,38 @@ def _student(teacher: Checkpoint, spec: StudentSpec, dc: DistillConfig, data: Da
     """(student, its layer map, the teacher channels it kept, the state to restore, its spec): from
     the resume state, from ``--from``'s student, or made from the teacher's layers."""
     if resume:
-        if not resume_path(out).is_file():
-            raise FbinferError(f"--resume: no resume state at {resume_path(out)}")
-        ck = load_checkpoint(resume_path(out), with_train_state=True)
-        kept = torch.arange(ck.config.hidden_size)  # the projections come from the saved state
-        return ck, list(ck.meta["init_layers"]), kept, ck.train_state, spec
+        ck = resume_state(out, FASHIONBERT, data)
+        channels = torch.arange(ck.config.hidden_size)  # the projections come from the saved state
+        return ck, list(ck.meta["init_layers"]), channels, ck.train_state, spec
     if dc.start:
         ck, init_map, proj = start_from(Path(dc.start), teacher)
         state = {"proj": proj} if proj else None  # the projections only: a fresh optimizer and schedule
         return ck, init_map, torch.arange(ck.config.hidden_size), state, StudentSpec(**ck.meta["student"])
     torch.manual_seed(dc.seed)
     probe = side_batches(data, dc.seed + 1, dc.batch_size, teacher.tokenizer(), store)  # the importance estimate's
-    student, init_map, kept = make_student(teacher, spec, probe)
-    return student, init_map, kept, None, spec
+    student, init_map, channels = make_student(teacher, spec, probe)
+    return student, init_map, channels, None, spec
 
 
-def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
-             resume: bool) -> DistillResult:
-    dc = dc.validate()
-    teacher_ck = load_checkpoint(teacher_path)
-    check_vocab(teacher_ck, data)
+def _teacher(env: Dist, teacher_path: Path, data: DataSource, dc: DistillConfig) -> tuple[Checkpoint, FeatureStore, int]:
+    """The teacher, the feature store both models read, and the ranking lists per global batch;
+    checked against the data and the process count."""
+    teacher = load_checkpoint(teacher_path)
+    check_vocab(teacher, data)
     with env.main_first():
-        store = FeatureStore(data, teacher_ck.config).ensure(data.train + data.test)
-    store.check(teacher_ck.config, option="--data")
+        store = FeatureStore(data, teacher.config).ensure(data.train + data.test)
+    store.check(teacher.config, option="--data")
     if dc.batch_size % env.world:
         raise FbinferError(f"--batch-size {dc.batch_size}: must divide evenly over {env.world} processes")
     lists = dc.lists if dc.weights.rank else 0
     if lists % env.world:
         raise FbinferError(f"--lists {dc.lists}: must divide evenly over {env.world} processes")
+    return teacher, store, lists
+
+
+def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec, dc: DistillConfig, out: Path,
+             resume: bool) -> DistillResult:
+    teacher_ck, store, lists = _teacher(env, teacher_path, data, dc)
     tok = teacher_ck.tokenizer()
     sampler = PairSampler(data.train, dc.seed, dc.batch_size, hard_ratio=dc.hard_ratio)
     extra = round(dc.extra_negatives * dc.batch_size)
@@ -345,35 +267,28 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         gen = torch.Generator().manual_seed(dc.seed * 1_000_003 + step)
         return make_batch(texts + more_t + list_t, images + more_i + list_i, labels, tok, store, gen, *masking)
 
-    student_ck, init_map, kept, state, spec = _student(teacher_ck, spec, dc, data, store, out, resume)
+    student_ck, init_map, channels, state, spec = _student(teacher_ck, spec, dc, data, store, out, resume)
     lmap = layer_map(teacher_ck.config.num_layers, student_ck.config.num_layers)  # TinyBERT's uniform map
     quantized = _fake_quantize(student_ck.model, dc, data, tok, store, state)
     if dc.dropout is not None:
         for m in student_ck.model.modules():
             if isinstance(m, nn.Dropout):
                 m.p = dc.dropout
-    distiller = Distiller(student_ck.model, teacher_ck.config.hidden_size, kept, dc.weights, dc.temperature,
+    distiller = Distiller(student_ck.model, teacher_ck.config.hidden_size, channels, dc.weights, dc.temperature,
                           dc.list_size).to(env.device)
+    if state:
+        distiller.proj.load_state_dict(state["proj"])
     teacher = teacher_ck.model.to(env.device).eval()
     model = nn.parallel.DistributedDataParallel(distiller, find_unused_parameters=True) if env.world > 1 else distiller
     total = loop.total_steps(dc.steps, dc.epochs, sampler.steps_per_epoch)
-    groups = [{"params": list(distiller.student.parameters()), "lr": dc.lr},
-              {"params": list(distiller.proj.parameters()), "lr": dc.proj_lr}]
-    optim = Optimization.adamw(groups, total, dc.warmup, weight_decay=dc.weight_decay)
-    step, elapsed = 0, 0.0
-    torch.manual_seed(dc.seed + env.rank)  # dropout streams
-    if state:
-        distiller.proj.load_state_dict(state["proj"])
-    if resume:
-        step, elapsed = optim.restore(state, env.rank)
+    trainer = Trainer(env, out, FASHIONBERT, distiller, dc, "distill")
+    optim, step, elapsed = trainer.optimizer(distiller.param_groups(dc.lr, dc.proj_lr), total, state if resume else None)
     settings = {**asdict(dc), "weights": asdict(dc.weights)}
     meta = {"teacher": str(teacher_path), "data": str(data.path), "data_fingerprint": data.fingerprint(),
-            "init_layers": init_map, "layer_map": lmap,
-            "student": asdict(spec), "distill": settings, "world_size": env.world,
+            "init_layers": init_map, "layer_map": lmap, "student": asdict(spec), "distill": settings, "world_size": env.world,
             "resumed": resume_history(student_ck.meta, step, settings) if resume else [],
             **({"from": {"path": dc.start, "sha256": sha256(dc.start)}} if dc.start else {}),
             **({"quantized": quantized} if dc.quantize else {})}
-    distiller.train()
 
     def one_step(step: int) -> dict[str, float]:
         b = env.shard(global_batch(step), lists, dc.list_size)
@@ -382,19 +297,9 @@ def _distill(env: Dist, teacher_path: Path, data: DataSource, spec: StudentSpec,
         optim.step(sum(getattr(dc.weights, k) * v for k, v in terms.items()), distiller.parameters())
         return env.mean({k: float(v.detach()) for k, v in terms.items()})
 
-    def save(step: int, seconds: float, last: dict[str, float]) -> None:
-        rngs = env.rng_states()
-        if env.main:
-            info = {**meta, "steps": step, "train_seconds": round(seconds, 1), "last": last}
-            train_state = {**optim.state(step, seconds, rngs), "proj": distiller.proj.state_dict(),
-                           "quantizers": qad.quantizer_state(distiller.student)}
-            plain = qad.plain_copy(distiller.student) if dc.quantize else distiller.student
-            save_checkpoint(Checkpoint(plain, student_ck.vocab, info, train_state), resume_path(out))
-            save_checkpoint(Checkpoint(plain, student_ck.vocab, info), out)
+    def saved() -> Checkpoint:  # the student without its fake quantizers
+        return Checkpoint(qad.plain_copy(distiller.student) if dc.quantize else distiller.student, student_ck.vocab, meta)
 
-    step, seconds, last = loop.run(one_step, save, start=step, total=total, elapsed=elapsed,
-                                   log=out.with_name(out.stem + ".distill.jsonl"), desc=f"distill {student_ck.config.name}",
-                                   lr=lambda: optim.sched.get_last_lr()[0], checkpoint_every=dc.checkpoint_every,
-                                   log_every=dc.log_every, main=env.main)
-    distiller.student.eval()
-    return DistillResult(step, seconds, last, init_map, lmap)
+    result = trainer.fit(one_step, optim, step, elapsed, total, saved,
+                         lambda: {"proj": distiller.proj.state_dict(), "quantizers": qad.quantizer_state(distiller.student)})
+    return DistillResult(result.steps, result.seconds, result.last, init_map, lmap)

@@ -83,7 +83,7 @@ def misses_by_kind(queries: list[Query], items: list[Item], scores: np.ndarray) 
     return out
 
 
-def report(data: DataSource, scores: dict[tuple[int, int], float], queries: int | None = None) -> dict:
+def rank_metrics(data: DataSource, scores: dict[tuple[int, int], float], queries: int | None = None) -> dict:
     """The eval JSON: Rank@1/5/10 per direction (percent) with the misses by kind, TIA accuracy
     and AUC (matched vs. the first same-sub-category negative of each query, so the two classes
     are balanced)."""
@@ -102,9 +102,9 @@ def report(data: DataSource, scores: dict[tuple[int, int], float], queries: int 
 
 def evaluate(scorer: Scorer, data: DataSource, queries: int | None = None, batch_size: int = 64,
              name: str = "the model") -> tuple[dict, dict[tuple[int, int], float]]:
-    """(report, raw pair scores): the scores are kept so backends can be compared pair by pair.
+    """(rank metrics, raw pair scores): the scores are kept so backends can be compared pair by pair.
     Non-finite scores are an error: ``scores >= truth`` is false for NaN, so they would rank first."""
     scores = score_pairs(scorer, data, eval_pairs(data, queries), batch_size)
     if not np.isfinite(np.fromiter(scores.values(), dtype=np.float64)).all():
         raise FbinferError(f"{name}: non-finite scores (NaN or inf) in eval; its weights are broken")
-    return report(data, scores, queries), scores
+    return rank_metrics(data, scores, queries), scores

@@ -13,7 +13,7 @@ from fbinfer.evaluation.ceiling import rank1_ceiling
 from fbinfer.evaluation.evaluate import evaluate, torch_scorer
 from fbinfer.fileio import write_json
 from fbinfer.model.checkpoint import load_checkpoint
-from fbinfer.outputs import check_writable
+from fbinfer.output_paths import check_writable
 from fbinfer.threads import torch_threads
 
 

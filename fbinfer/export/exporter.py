@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,56 +23,23 @@ from fbinfer.backends.base import Runner
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.backends.onnxruntime import unavailable as ort_unavailable
 from fbinfer.backends.pytorch import TorchRunner
-from fbinfer.bundle import TARGETS, Bundle, graph_key
+from fbinfer.backends.registry import graph_runner
+from fbinfer.bundle import Bundle, graph_key
 from fbinfer.bundle.folder import MANIFEST
 from fbinfer.bundle.io_spec import OUTPUTS, PATCHES, PIXELS, batch_size, input_specs, make_feeds
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.preprocess import GraphExtractor, ImagePreprocess
 from fbinfer.data.source import DataSource
-from fbinfer.errors import FbinferError
-from fbinfer.export import cpu_int8, int8, openvino_int8
+from fbinfer.errors import BackendUnavailable, FbinferError, ParityError
+from fbinfer.export import modelopt_int8, onnxruntime_int8, openvino_int8, qdq
+from fbinfer.export.config import CalibrationConfig, ExportConfig
 from fbinfer.export.extractor import export_extractor
 from fbinfer.export.graphs import OPSET, check_graph, export_fp32, fuse_for_onnxruntime, nonstandard_ops, op_counts, to_fp16
-from fbinfer.export.int8 import CalibrationConfig
 from fbinfer.export.parity import ParitySet, compare
 from fbinfer.fileio import atomic_path, sha256
 from fbinfer.model.checkpoint import Checkpoint, load_checkpoint
-from fbinfer.outputs import check_folder_output, output_lock
+from fbinfer.output_paths import check_folder_output, output_lock
 from fbinfer.training.pairs import PairSampler
-
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    precisions: tuple[str, ...] = PRECISIONS
-    targets: tuple[str, ...] = TARGETS
-    attention: str = "matmul"
-    max_batch: int = 256
-    fp32_ops: tuple[str, ...] = ("LayerNormalization",)  # FP16 islands; chosen by benchmarks/export_precision.py (git af71dd4; results in benchmarks/results/)
-    fp32_head: bool = True  # pooler + TIA logit in FP32
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    cpu_int8: str = "auto"
-    smooth_alpha: float = 0.75  # SmoothQuant migration strength for both INT8 graphs, 0 = off (docs/export.md)
-    int8_attention: bool = False  # Q/DQ on TensorRT's attention products too (INT8 MHA): 2.4x the logit drift measured on CPU
-    parity_queries: int = 8  # per direction, each with 101 candidates
-    fp32_tolerance: float = 1e-4
-
-    def validate(self) -> ExportConfig:
-        for p in self.precisions:
-            if p not in PRECISIONS:
-                raise FbinferError(f"--precision: unknown precision {p!r} (choose from {', '.join(PRECISIONS)})")
-        for t in self.targets:
-            if t not in TARGETS:
-                raise FbinferError(f"--targets: unknown target {t!r} (choose from {', '.join(TARGETS)})")
-        if self.cpu_int8 not in cpu_int8.CPU_INT8_KINDS:
-            raise FbinferError(f"--cpu-int8 must be one of {', '.join(cpu_int8.CPU_INT8_KINDS)}, not {self.cpu_int8!r}")
-        if not 0 <= self.smooth_alpha <= 1:
-            raise FbinferError(f"--int8-smooth must be in [0, 1] (0 = off), not {self.smooth_alpha}")
-        if self.max_batch < 1:
-            raise FbinferError(f"--max-batch must be >= 1, not {self.max_batch}")
-        self.calibration.validate()
-        return self
 
 
 def default_bundle_dir(checkpoint: Path) -> Path:
@@ -119,7 +87,7 @@ class _Export:
         """One parity row; an FP32 run off by more than the tolerance fails the export."""
         row = self.compare(runner, f"{key} on {backend} {precision}")
         if precision == "fp32" and row["max_abs_logit_diff"] > self.ec.fp32_tolerance:
-            raise FbinferError(f"export failed: {key} on {backend} differs from PyTorch by {row['max_abs_logit_diff']:.2e} "
+            raise ParityError(f"export failed: {key} on {backend} differs from PyTorch by {row['max_abs_logit_diff']:.2e} "
                                f"in the logit (> {self.ec.fp32_tolerance:g})")
         self.bundle.add_parity(key, backend, precision, row, **notes)
         return row
@@ -136,19 +104,25 @@ class _Export:
         return entry
 
 
-def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfig, force: bool = False) -> dict:
-    """Write the bundle; returns its manifest. FP32 graphs off by more than ``fp32_tolerance``
-    in any logit, on any backend, fail the export (nothing is left behind)."""
-    ec = ec.validate()
-    if missing := ort_unavailable():  # the export quantizes with it and checks parity on it
-        raise FbinferError(f"export: {missing}")
-    if "int8" in ec.precisions:  # before any work: the INT8 graphs' quantizers
-        for target, version in (("tensorrt", int8.modelopt_version), ("openvino", openvino_int8.nncf_version)):
+def check_tools(ec: ExportConfig) -> None:
+    """Before any work: ONNX Runtime (the export quantizes with it and checks parity on it) and the
+    INT8 graphs' quantizers, each missing one named with its install."""
+    if missing := ort_unavailable():
+        raise BackendUnavailable(f"export: {missing}")
+    if "int8" in ec.precisions:
+        for target, version in (("tensorrt", modelopt_int8.modelopt_version), ("openvino", openvino_int8.nncf_version)):
             if target in ec.targets:
                 try:
                     version()
                 except FbinferError as e:
-                    raise FbinferError(f"export: {e}; or leave {target} out of --targets or int8 out of --precision") from None
+                    raise BackendUnavailable(f"export: {e}; or leave {target} out of --targets or int8 out of --precision") from None
+
+
+def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfig, force: bool = False) -> dict:
+    """Write the bundle; returns its manifest. FP32 graphs off by more than ``fp32_tolerance``
+    in any logit, on any backend, fail the export (nothing is left behind)."""
+    ec = ec.validate()
+    check_tools(ec)
     check_folder_output(out, "-o", force, MANIFEST, inputs=(checkpoint, data.path))
     ck = load_checkpoint(checkpoint)
     cfg = ck.config
@@ -211,9 +185,10 @@ def _extractor(job: _Export, data: DataSource, fp16: bool, openvino_here: bool, 
     bundle = job.bundle
     unique = list({it.image: it for it in job.parity.images}.values())
     images = [data.open_image(it) for it in tqdm(unique, desc="parity images", unit="img", leave=False)]
-    run = {"onnxruntime": lambda path, px: OnnxRuntimeRunner(path, outputs=(PATCHES,)).infer({PIXELS: px})[PATCHES]}
-    if openvino_here:
-        run["openvino"] = lambda path, px: openvino.OpenVINORunner(path, openvino.hints_for("fp32"), output=PATCHES).infer({PIXELS: px})[PATCHES]
+    def on(backend: str) -> Callable[[Path, np.ndarray], np.ndarray]:
+        return lambda path, px: graph_runner(backend, path, (PATCHES,)).activate().infer({PIXELS: px})[PATCHES]
+
+    run = {backend: on(backend) for backend in ("onnxruntime", "openvino") if backend == "onnxruntime" or openvino_here}
     entry = export_extractor(bundle.config, bundle.folder, images[:feature_images], job.ec.max_batch, fp16, run)
     for g in entry.get("graphs", {}).values():
         bundle.add_file(g["file"])
@@ -242,7 +217,7 @@ def _openvino_float(job: _Export) -> None:
 def _smooth(graph: onnx.ModelProto, calib: list[dict[str, np.ndarray]], ec: ExportConfig) -> tuple[onnx.ModelProto, int]:
     """``graph`` smoothed with ``--int8-smooth`` (unchanged when it is 0), and the number of
     activations scaled."""
-    return cpu_int8.smooth(graph, calib, ec.calibration.exclude, ec.smooth_alpha) if ec.smooth_alpha else (graph, 0)
+    return onnxruntime_int8.smooth(graph, calib, ec.calibration.exclude, ec.smooth_alpha) if ec.smooth_alpha else (graph, 0)
 
 
 def _qdq_int8(job: _Export, fp32: onnx.ModelProto, smoothed: tuple[onnx.ModelProto, int], calib: list[dict[str, np.ndarray]],
@@ -254,20 +229,20 @@ def _qdq_int8(job: _Export, fp32: onnx.ModelProto, smoothed: tuple[onnx.ModelPro
     ec, cc = job.ec, job.ec.calibration
     common = {"calibration": asdict(cc), "excluded_groups": list(cc.exclude)}
     if "tensorrt" in ec.targets:
-        qdq = int8.quantize_tensorrt(smoothed[0], calib, cc, {"disable_mha_qdq": not ec.int8_attention})
-        if problems := int8.check_qdq(qdq):
+        graph = modelopt_int8.quantize_tensorrt(smoothed[0], calib, cc, {"disable_mha_qdq": not ec.int8_attention})
+        if problems := qdq.check_qdq(graph):
             raise FbinferError(f"export failed: Model Optimizer's Q/DQ breaks TensorRT's rules: {problems[0]}")
-        g, islands = to_fp16(qdq, ec.fp32_ops, ec.fp32_head)
+        g, islands = to_fp16(graph, ec.fp32_ops, ec.fp32_head)
         job.add("tensorrt", "int8", g, fp32_islands=islands, quantization={
-            **common, "quantizer": {"name": "nvidia-modelopt", "version": int8.modelopt_version()},
+            **common, "quantizer": {"name": "nvidia-modelopt", "version": modelopt_int8.modelopt_version()},
             "smoothing": {"by": "fbinfer", "alpha": ec.smooth_alpha, "scaled_activations": smoothed[1]},
             "scheme": "symmetric int8, zero point 0; weights per output channel; activations per tensor",
-            "matmuls": int8.qdq_matmuls(qdq), "attention_products": "int8" if ec.int8_attention else "fp16", "elsewhere": "fp16"})
+            "matmuls": qdq.qdq_matmuls(graph), "attention_products": "int8" if ec.int8_attention else "fp16", "elsewhere": "fp16"})
     if "openvino" in ec.targets:
-        qdq = openvino_int8.quantize_openvino(fp32, calib, cc)
-        job.add("openvino", "int8", qdq, quantization={
+        graph = openvino_int8.quantize_openvino(fp32, calib, cc)
+        job.add("openvino", "int8", graph, quantization={
             **common, "quantizer": {"name": "nncf", "version": openvino_int8.nncf_version()},
-            "scheme": openvino_int8.SCHEME, "matmuls": int8.qdq_matmuls(qdq), "smoothing": {"by": "nncf"},
+            "scheme": openvino_int8.SCHEME, "matmuls": qdq.qdq_matmuls(graph), "smoothing": {"by": "nncf"},
             "elsewhere": "fp32 graph; OpenVINO's precision hint"})
         if openvino_here:
             hints = openvino.hints_for("int8")
@@ -290,15 +265,15 @@ def _onnxruntime_int8(job: _Export, calib: list[dict[str, np.ndarray]], trt_smoo
         for kind, (graph, n) in smoothed.items():
             scaled[kind], sources[kind] = n, tmp / f"ort.int8.{kind}.smoothed.onnx"
             onnx.save(graph, str(sources[kind]))
-    kept = {"dynamic": cpu_int8.quantize_dynamic_int8(sources["dynamic"], paths["dynamic"], exclude),
-            "qdq": cpu_int8.quantize_qdq_u8s8(sources["qdq"], paths["qdq"], calib, ec.calibration.method, exclude)}
+    kept = {"dynamic": onnxruntime_int8.quantize_dynamic_int8(sources["dynamic"], paths["dynamic"], exclude),
+            "qdq": onnxruntime_int8.quantize_qdq_u8s8(sources["qdq"], paths["qdq"], calib, ec.calibration.method, exclude)}
     batch = job.parity.batches[0]
     candidates = {kind: {"parity": job.compare(OnnxRuntimeRunner(path), f"ort.int8 {kind} candidate"),
-                         "latency_ms": cpu_int8.median_latency_ms(path, batch), "batch": batch_size(batch),
+                         "latency_ms": onnxruntime_int8.median_latency_ms(path, batch), "batch": batch_size(batch),
                          "float_nodes": kept[kind]}
                   for kind, path in paths.items()}
-    chosen = cpu_int8.choose(candidates, ec.cpu_int8)
-    fp32_ms = cpu_int8.median_latency_ms(job.bundle.graph_path("onnxruntime", "fp32"), batch)
+    chosen = onnxruntime_int8.choose(candidates, ec.cpu_int8)
+    fp32_ms = onnxruntime_int8.median_latency_ms(job.bundle.graph_path("onnxruntime", "fp32"), batch)
     shutil.move(paths[chosen], job.bundle.graph_path("onnxruntime", "int8"))
     for path in [*paths.values(), *(sources.values() if ec.smooth_alpha else ())]:
         path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import torch
 
 from fbinfer.bundle.io_spec import BATCH, INPUT_NAMES, OUTPUT_NAMES, TEXT, example_feeds
 from fbinfer.errors import FbinferError, first_line
-from fbinfer.export.graph import ExportGraph
+from fbinfer.export.fused_model import ExportGraph
 from fbinfer.model.config import FashionBertConfig
 from fbinfer.model.fashionbert import FashionBert
 

@@ -11,8 +11,9 @@ import numpy as np
 import onnx
 
 from fbinfer.errors import FbinferError, first_line
+from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.graphs import quiet
-from fbinfer.export.int8 import CalibrationConfig, excluded_matmuls, quantizer_version
+from fbinfer.export.qdq import excluded_matmuls, quantizer_version
 
 NNCF_MISSING = "NNCF is not installed: pip install 'fbinfer[openvino]' (nncf>=3.4)"
 SCHEME = "NNCF TRANSFORMER preset: symmetric int8 weights per output channel; activations per tensor"

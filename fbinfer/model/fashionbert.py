@@ -15,6 +15,7 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from fbinfer.model.config import FashionBertConfig
+from fbinfer.model.groups import param_groups
 
 
 def bert_config(cfg: FashionBertConfig) -> BertConfig:
@@ -87,6 +88,14 @@ class FashionBert(nn.Module):
         )
         for m in (self.patch_embed, self.tia, self.mlm_transform, self.mpm):
             m.apply(self.bert._init_weights)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict]:
+        """The pretrained encoder at ``lr``; the new patch embedding and heads at ``head_lr``."""
+        return param_groups(self, lambda name: name.startswith("bert."), lr, head_lr, weight_decay)
 
     def embed(self, input_ids: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """Text and image embeddings, concatenated: (B, T + image tokens, H)."""

@@ -38,6 +38,15 @@ def default_vocab() -> list[str]:
     return read_vocab(minilm_path())
 
 
+def vocab_for(init: str | None, size: int) -> list[str]:
+    """The vocab of the pretrained BERT folder ``init`` (without one, the default uncased vocab),
+    checked against the model's ``size``."""
+    vocab = read_vocab(bert_folder(init)) if init else default_vocab()
+    if len(vocab) != size:
+        raise FbinferError(f"vocab has {len(vocab)} tokens, the model's config says {size}")
+    return vocab
+
+
 def load_pretrained_encoder(model: FashionBert, init: str) -> None:
     """Copy a pretrained BERT's embeddings and its first ``num_layers`` layers into ``model.bert``."""
     load_pretrained_bert(model.bert, model.config, init)

@@ -45,14 +45,9 @@ def bundle_extractor(bundle, backend: str, device: str | None) -> Callable[[], E
         return torch_extractor(bundle.config)
 
     def make() -> Extractor:
-        if backend == "openvino":
-            from fbinfer.backends.openvino import OpenVINORunner, hints_for
+        from fbinfer.backends.registry import graph_runner
 
-            return GraphExtractor(OpenVINORunner(graph, hints_for("fp32"), output=PATCHES), bundle_preprocess(bundle))
-        from fbinfer.backends.onnxruntime import OnnxRuntimeRunner, providers
-
-        return GraphExtractor(OnnxRuntimeRunner(graph, providers(device if backend != "tensorrt" else None), outputs=(PATCHES,)),
-                              bundle_preprocess(bundle))
+        return GraphExtractor(graph_runner(backend, graph, (PATCHES,), device), bundle_preprocess(bundle))
     return make
 
 

@@ -1,14 +1,17 @@
-"""The dual encoder's sizes: one dataclass, torch-free (an embedding bundle's manifest holds it)."""
+"""The dual encoder's sizes and training options: dataclasses, torch-free (an embedding bundle's manifest
+holds the sizes; the CLI states its defaults from both)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
+from fbinfer.dictconfig import DictConfig
 from fbinfer.errors import FbinferError
-from fbinfer.model.config import FEATURE_DIMS, MINILM, TYPES, FashionBertConfig
+from fbinfer.model.config import FEATURE_DIMS, MINILM, FashionBertConfig
+from fbinfer.training.config import check_schedule
 
 
 @dataclass(frozen=True)
-class EmbedConfig:
+class EmbedConfig(DictConfig):
     name: str = "fashion-dual-minilm"
     dim: int = 256  # the shared space
     text_layers: int = 6  # MiniLM's first N layers
@@ -51,18 +54,36 @@ class EmbedConfig:
         self.feature_config().validate()
         return self
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: object, where: str = "embed config") -> EmbedConfig:
-        if not isinstance(d, dict):
-            raise FbinferError(f"{where}: expected an object of fields")
-        known = {f.name: f for f in fields(cls)}
-        for name, value in d.items():
-            if name not in known:
-                raise FbinferError(f"{where}: unknown field {name!r}")
-            kinds = TYPES[known[name].type]
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise FbinferError(f"{where}: field {name!r} is {value!r}, expected {known[name].type}")
-        return cls(**d).validate()
+@dataclass
+class EmbedTrainConfig:
+    steps: int | None = 300
+    epochs: float | None = None
+    batch_size: int = 64  # items (two views of batch_size / 2 products), global over all processes
+    lr: float = 5e-5  # the pretrained text encoder
+    head_lr: float = 5e-4  # the image tower, projections and product head (new parameters)
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    hard_ratio: float = 0.5  # share of products drawn with a partner from the same sub-category
+    product_weight: float = 0.5  # the image+text term
+    teacher: str | None = None  # a FashionBERT checkpoint: adds the kd term
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    lists: int = 4  # teacher ranking lists per global batch (with a teacher)
+    list_size: int = 8
+    precision: str = "fp32"
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+
+    def validate(self) -> EmbedTrainConfig:
+        check_schedule(self)
+        if self.batch_size < 4 or self.batch_size % 2:
+            raise FbinferError(f"--batch-size {self.batch_size}: must be even and >= 4 (two views per product)")
+        for name in ("head_lr", "kd_temperature"):
+            if not getattr(self, name) > 0:
+                raise FbinferError(f"--{name.replace('_', '-')}: must be positive, got {getattr(self, name)}")
+        for name in ("product_weight", "kd_weight"):
+            if getattr(self, name) < 0:
+                raise FbinferError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)}")
+        return self

@@ -92,19 +92,11 @@ def torch_embedder(path: Path, batch_size: int = 64) -> Embedder:
                     batch_size, f"torch:{path.name}")
 
 
-def graph_runner(path: Path, inputs: tuple[str, ...], output: str, backend: str) -> Callable[..., np.ndarray]:
-    """One tower's ONNX graph on ONNX Runtime or OpenVINO (fp32)."""
-    if backend == "openvino":
-        from fbinfer.backends.openvino import OpenVINORunner, hints_for
+def tower(path: Path, inputs: tuple[str, ...], output: str, backend: str) -> Callable[..., np.ndarray]:
+    """One tower's ONNX graph on ``backend`` in FP32 (any backend that runs ONNX files)."""
+    from fbinfer.backends.registry import graph_runner
 
-        runner = OpenVINORunner(path, hints_for("fp32"), output=output)
-    elif backend == "onnxruntime":
-        from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
-
-        runner = OnnxRuntimeRunner(path, outputs=(output,))
-    else:
-        raise FbinferError(f"--backend {backend}: an embedding bundle runs on onnxruntime or openvino")
-    runner.activate()
+    runner = graph_runner(backend, path, (output,)).activate()
     return lambda *arrays: runner.infer(dict(zip(inputs, arrays)))[output]
 
 
@@ -133,7 +125,7 @@ def bundle_embedder(folder: Path, backend: str = "onnxruntime", batch_size: int 
     man = read_bundle_manifest(folder)
     cfg = EmbedConfig.from_dict(man["config"], f"{folder}/manifest.json: config")
     vocab = (folder / man["vocab"]).read_text(encoding="utf-8").splitlines()
-    towers = {name: graph_runner(folder / man["graphs"][name]["file"], inputs, output, backend)
+    towers = {name: tower(folder / man["graphs"][name]["file"], inputs, output, backend)
               for name, (inputs, output) in GRAPHS.items()}
     return Embedder(cfg, vocab, man["model_sha256"], towers, batch_size, f"{backend}:{folder.name}")
 

@@ -17,7 +17,7 @@ from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError
 from fbinfer.export.graphs import dynamo_export
 from fbinfer.fileio import atomic_path, sha256, write_json
-from fbinfer.outputs import check_folder_output
+from fbinfer.output_paths import check_folder_output
 from fbinfer.search.checkpoint import load_embed
 from fbinfer.search.embedder import BUNDLE_FORMAT, GRAPHS, bundle_embedder, torch_embedder
 

@@ -28,7 +28,7 @@ from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError, first_line
 from fbinfer.fileio import atomic_path, read_json, write_json
-from fbinfer.outputs import check_folder_output
+from fbinfer.output_paths import check_folder_output
 from fbinfer.search.embedder import TARGETS, Embedder, embed_items, open_embedder
 
 FORMAT = "fbinfer.index"
@@ -79,7 +79,7 @@ def fill_faiss(index, vectors: np.ndarray) -> None:
     if not index.is_trained:
         if len(vectors) < index.nlist * 39 // 10:
             raise FbinferError(f"--kind ivfpq: {len(vectors)} items are too few to train {index.nlist} lists; use flat or hnsw")
-        sample = np.random.default_rng(0).permutation(len(vectors))[:TRAIN_PER_LIST * index.nlist]  # k-means on all 1M took > 10 min
+        sample = np.random.default_rng(0).permutation(len(vectors))[:TRAIN_PER_LIST * index.nlist]  # k-means on a sample: on all of a large catalogue it is too slow (docs/results/search.md)
         index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
     for b in range(0, len(vectors), 65536):
         index.add(np.ascontiguousarray(vectors[b:b + 65536], dtype=np.float32))

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import BertModel
 
 from fbinfer.model.fashionbert import bert_config
+from fbinfer.model.groups import param_groups
 from fbinfer.search.config import EmbedConfig
 
 
@@ -104,6 +105,15 @@ class DualEncoder(nn.Module):
         """Row i's caption and image -> (text, image, product) unit vectors (B, dim) each, and the logit scale."""
         t, v = self.text(input_ids, attention_mask), self.image(patches)
         return t, v, self.product(t, v), self.scale
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text.config.vocab_size
+
+    def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict]:
+        """The pretrained text encoder at ``lr`` (when it was loaded), everything new at ``head_lr``."""
+        loaded = self.config.init is not None and not self.config.tiny
+        return param_groups(self, lambda name: loaded and name.startswith("text.bert."), lr, head_lr, weight_decay)
 
     @property
     def scale(self) -> torch.Tensor:

@@ -17,7 +17,7 @@ the whole batch, so N processes follow the single-process trajectory (DDP averag
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,60 +29,18 @@ from fbinfer.data.records import Item
 from fbinfer.data.source import DataSource
 from fbinfer.errors import FbinferError
 from fbinfer.model.checkpoint import load_checkpoint
-from fbinfer.model.init import bert_folder, default_vocab, load_pretrained_bert, read_vocab
-from fbinfer.outputs import claimed_file
-from fbinfer.search.checkpoint import EmbedCheckpoint, load_embed, save_embed
-from fbinfer.search.config import EmbedConfig
+from fbinfer.model.init import load_pretrained_bert, vocab_for
+from fbinfer.search.checkpoint import EMBED, Checkpoint
+from fbinfer.search.config import EmbedConfig, EmbedTrainConfig
 from fbinfer.search.losses import ranking_kl, symmetric_nce
 from fbinfer.search.model import DualEncoder
-from fbinfer.threads import torch_threads
 from fbinfer.training import loop
 from fbinfer.training.dist import Dist
-from fbinfer.training.loop import Optimization, autocast, resume_path
+from fbinfer.training.loop import autocast
 from fbinfer.training.pairs import PairSampler
+from fbinfer.training.run import Result, Trainer, resume_state, session
 
 TERMS = ("nce", "product", "kd")
-
-
-@dataclass
-class EmbedTrainConfig:
-    steps: int | None = 300
-    epochs: float | None = None
-    batch_size: int = 64  # items (two views of batch_size / 2 products), global over all processes
-    lr: float = 5e-5  # the pretrained text encoder
-    head_lr: float = 5e-4  # the image tower, projections and product head (new parameters)
-    warmup: float = 0.06
-    weight_decay: float = 0.01
-    hard_ratio: float = 0.5  # share of products drawn with a partner from the same sub-category
-    product_weight: float = 0.5  # the image+text term
-    teacher: str | None = None  # a FashionBERT checkpoint: adds the kd term
-    kd_weight: float = 1.0
-    kd_temperature: float = 1.0
-    lists: int = 4  # teacher ranking lists per global batch (with a teacher)
-    list_size: int = 8
-    precision: str = "fp32"
-    checkpoint_every: int = 200
-    log_every: int = 10
-    seed: int = 0
-
-    def validate(self) -> EmbedTrainConfig:
-        loop.check_schedule(self)
-        if self.batch_size < 4 or self.batch_size % 2:
-            raise FbinferError(f"--batch-size {self.batch_size}: must be even and >= 4 (two views per product)")
-        for name in ("head_lr", "kd_temperature"):
-            if not getattr(self, name) > 0:
-                raise FbinferError(f"--{name.replace('_', '-')}: must be positive, got {getattr(self, name)}")
-        for name in ("product_weight", "kd_weight"):
-            if getattr(self, name) < 0:
-                raise FbinferError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)}")
-        return self
-
-
-@dataclass
-class EmbedTrainResult:
-    steps: int
-    seconds: float
-    last: dict[str, float] = field(default_factory=dict)
 
 
 class ProductBatches:
@@ -125,42 +83,19 @@ class ProductBatches:
 def new_embed_model(cfg: EmbedConfig, seed: int) -> tuple[DualEncoder, list[str]]:
     torch.manual_seed(seed)
     model = DualEncoder(cfg)
-    tc = model.text.config
-    if cfg.init and not cfg.tiny:
-        load_pretrained_bert(model.text.bert, tc, cfg.init)
-        vocab = read_vocab(bert_folder(cfg.init))
-    else:
-        vocab = default_vocab()
-    if len(vocab) != tc.vocab_size:
-        raise FbinferError(f"vocab has {len(vocab)} tokens, the text tower has {tc.vocab_size}")
-    return model, vocab
+    init = cfg.init if not cfg.tiny else None
+    if init:
+        load_pretrained_bert(model.text.bert, model.text.config, init)
+    return model, vocab_for(init, model.vocab_size)
 
 
-def param_groups(model: DualEncoder, tc: EmbedTrainConfig) -> list[dict]:
-    """The pretrained text encoder at ``lr``, everything new at ``head_lr``; no decay on norms, biases, scale."""
-    groups: dict[tuple[bool, bool], list] = defaultdict(list)
-    for name, p in model.named_parameters():
-        pretrained = name.startswith("text.bert.") and model.config.init is not None and not model.config.tiny
-        groups[(pretrained, p.ndim > 1 and "embeddings" not in name)].append(p)
-    return [{"params": ps, "lr": tc.lr if pre else tc.head_lr, "weight_decay": tc.weight_decay if decay else 0.0}
-            for (pre, decay), ps in groups.items()]
-
-
-def train_embed(data: DataSource, cfg: EmbedConfig, tc: EmbedTrainConfig, out: Path, resume: bool = False,
-                force: bool = False) -> EmbedTrainResult:
+def train_embed(data: DataSource, cfg: EmbedConfig, train_cfg: EmbedTrainConfig, out: Path, resume: bool = False,
+                force: bool = False) -> Result:
     """Train and write ``out`` (and ``out.resume``); the main process holds a lock on it."""
-    tc = tc.validate()
+    train_cfg = train_cfg.validate()
     cfg = cfg.validate()
-    env = Dist.start()
-    if env.world == 1:
-        torch_threads()
-    try:
-        if env.main:
-            with claimed_file(out, "-o", force, resume):
-                return _train(env, data, cfg, tc, out, resume)
-        return _train(env, data, cfg, tc, out, resume)
-    finally:
-        env.stop()
+    with session(out, force, resume) as env:
+        return _train(env, data, cfg, train_cfg, out, resume)
 
 
 def _gather(env: Dist, x: torch.Tensor) -> torch.Tensor:
@@ -172,89 +107,73 @@ def _gather(env: Dist, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x), dim=0)
 
 
-def _train(env: Dist, data: DataSource, cfg: EmbedConfig, tc: EmbedTrainConfig, out: Path, resume: bool) -> EmbedTrainResult:
-    if tc.batch_size // 2 % env.world:
-        raise FbinferError(f"--batch-size {tc.batch_size}: its {tc.batch_size // 2} products must divide evenly over {env.world} processes")
-    teacher = None
-    if tc.teacher:
-        teacher_ck = load_checkpoint(Path(tc.teacher))
-        if teacher_ck.config.feature_key != cfg.feature_key:
-            raise FbinferError(f"--teacher {tc.teacher}: reads {teacher_ck.config.feature_key} features, the dual encoder "
-                               f"{cfg.feature_key}")
-        if tc.lists % env.world:
-            raise FbinferError(f"--lists {tc.lists}: must divide evenly over {env.world} processes")
-        teacher = teacher_ck.model.to(env.device).eval()
-    state = None
-    if resume:
-        if not resume_path(out).is_file():
-            raise FbinferError(f"--resume: no resume state at {resume_path(out)}")
-        ck = load_embed(resume_path(out), with_train_state=True)
-        model, vocab, cfg, state = ck.model, ck.vocab, ck.config, ck.train_state
-    else:
-        model, vocab = new_embed_model(cfg, tc.seed)
-    if teacher is not None and (teacher_ck.vocab != vocab or teacher_ck.config.max_text_len < cfg.max_text_len):
-        raise FbinferError(f"--teacher {tc.teacher}: its vocabulary or text length differs from the dual encoder's; "
+def _teacher(env: Dist, cfg: EmbedConfig, train_cfg: EmbedTrainConfig) -> Checkpoint | None:
+    """``--teacher``'s FashionBERT (for the kd term), checked against the dual encoder and the process count."""
+    if not train_cfg.teacher:
+        return None
+    teacher = load_checkpoint(Path(train_cfg.teacher))
+    if teacher.config.feature_key != cfg.feature_key:
+        raise FbinferError(f"--teacher {train_cfg.teacher}: reads {teacher.config.feature_key} features, the dual encoder "
+                           f"{cfg.feature_key}")
+    if train_cfg.lists % env.world:
+        raise FbinferError(f"--lists {train_cfg.lists}: must divide evenly over {env.world} processes")
+    teacher.model.to(env.device).eval()
+    return teacher
+
+
+def _train(env: Dist, data: DataSource, cfg: EmbedConfig, train_cfg: EmbedTrainConfig, out: Path, resume: bool) -> Result:
+    if train_cfg.batch_size // 2 % env.world:
+        raise FbinferError(f"--batch-size {train_cfg.batch_size}: its {train_cfg.batch_size // 2} products must divide evenly over {env.world} processes")
+    teacher_ck = _teacher(env, cfg, train_cfg)
+    ck = resume_state(out, EMBED, data) if resume else Checkpoint(*new_embed_model(cfg, train_cfg.seed))
+    model, vocab, cfg = ck.model, ck.vocab, ck.config
+    if teacher_ck is not None and (teacher_ck.vocab != vocab or teacher_ck.config.max_text_len < cfg.max_text_len):
+        raise FbinferError(f"--teacher {train_cfg.teacher}: its vocabulary or text length differs from the dual encoder's; "
                            "the lists are tokenized once for both")
+    teacher = teacher_ck.model if teacher_ck is not None else None
     with env.main_first():
         store = FeatureStore(data, cfg.feature_config()).ensure(data.train + data.test)
     store.check(cfg.feature_config())
-    tok = EmbedCheckpoint(model, vocab).tokenizer()
-    batches = ProductBatches(data.train, tc.seed, tc.batch_size // 2, tc.hard_ratio)
-    if len(batches.products) < tc.batch_size // 2:
-        raise FbinferError(f"--batch-size {tc.batch_size}: needs {tc.batch_size // 2} products, {data.path} has {len(batches.products)}")
-    lists = PairSampler(data.train, tc.seed, tc.batch_size)
-    total = loop.total_steps(tc.steps, tc.epochs, batches.steps_per_epoch)
+    tok = ck.tokenizer()
+    batches = ProductBatches(data.train, train_cfg.seed, train_cfg.batch_size // 2, train_cfg.hard_ratio)
+    if len(batches.products) < train_cfg.batch_size // 2:
+        raise FbinferError(f"--batch-size {train_cfg.batch_size}: needs {train_cfg.batch_size // 2} products, {data.path} has {len(batches.products)}")
+    lists = PairSampler(data.train, train_cfg.seed, train_cfg.batch_size)
+    total = loop.total_steps(train_cfg.steps, train_cfg.epochs, batches.steps_per_epoch)
     model = model.to(env.device)
-    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=not tc.product_weight) if env.world > 1 else model
-    optim = Optimization.adamw(param_groups(model, tc), total, tc.warmup, weight_decay=tc.weight_decay)
-    step, elapsed = 0, 0.0
-    torch.manual_seed(tc.seed + env.rank)  # dropout streams
-    if state:
-        step, elapsed = optim.restore(state, env.rank)
-    model.train()
+    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=not train_cfg.product_weight) if env.world > 1 else model
+    trainer = Trainer(env, out, EMBED, model, train_cfg, "embed")
+    optim, step, elapsed = trainer.optimizer(model.param_groups(train_cfg.lr, train_cfg.head_lr, train_cfg.weight_decay), total, ck.train_state)
 
     def one_step(step: int) -> dict[str, float]:
-        rng = np.random.default_rng([tc.seed, step, 5])
+        rng = np.random.default_rng([train_cfg.seed, step, 5])
         chosen = batches.products_of(step)
         views = [batches.views(p, rng) for p in chosen]  # drawn for all products, so every rank sees the same stream
         texts = images = [v for i in range(env.rank, len(chosen), env.world) for v in views[i]]  # product-major: view a, view b
         order = [chosen[i] for r in range(env.world) for i in range(r, len(chosen), env.world)]  # the gathered rows' products
         pid = torch.tensor(np.repeat(order, 2))
         if teacher is not None:
-            lt, li, _ = lists.ranking_lists(step, tc.lists, tc.list_size)
-            rows = [r for j in range(env.rank, tc.lists, env.world) for r in range(j * tc.list_size, (j + 1) * tc.list_size)]
+            lt, li, _ = lists.ranking_lists(step, train_cfg.lists, train_cfg.list_size)
+            rows = [r for j in range(env.rank, train_cfg.lists, env.world) for r in range(j * train_cfg.list_size, (j + 1) * train_cfg.list_size)]
             texts, images = texts + [lt[r] for r in rows], images + [li[r] for r in rows]
         tb = tok([it.text for it in texts]).as_torch()
         n = len(texts) - (len(rows) if teacher is not None else 0)
-        with autocast(tc.precision, env.device):
+        with autocast(train_cfg.precision, env.device):
             t, v, p, scale = ddp(tb.input_ids.to(env.device), tb.attention_mask.to(env.device), store.get(images).to(env.device))
             tg, vg, pg = _gather(env, t[:n]), _gather(env, v[:n]), _gather(env, p[:n])
             terms = {"nce": symmetric_nce(tg, vg, scale, pid[:, None] == pid[None, :])}
-            if tc.product_weight:
+            if train_cfg.product_weight:
                 same = pid[0::2, None] == pid[None, 0::2]  # one view's product vector against the other view's image:
                 terms["product"] = 0.5 * (symmetric_nce(pg[0::2], vg[1::2], scale, same) + symmetric_nce(pg[1::2], vg[0::2], scale, same))
             if teacher is not None:
                 with torch.no_grad():
                     target = teacher(tb.input_ids[n:].to(env.device), tb.attention_mask[n:].to(env.device),
-                                     store.get(images[n:]).to(env.device)).logit.view(-1, tc.list_size)
-                student = (scale * (t[n:] * v[n:]).sum(-1)).view(-1, tc.list_size)
-                terms["kd"] = ranking_kl(student, target, tc.kd_temperature)
-        loss = terms["nce"] + tc.product_weight * terms.get("product", 0.0) + tc.kd_weight * terms.get("kd", 0.0)
+                                     store.get(images[n:]).to(env.device)).logit.view(-1, train_cfg.list_size)
+                student = (scale * (t[n:] * v[n:]).sum(-1)).view(-1, train_cfg.list_size)
+                terms["kd"] = ranking_kl(student, target, train_cfg.kd_temperature)
+        loss = terms["nce"] + train_cfg.product_weight * terms.get("product", 0.0) + train_cfg.kd_weight * terms.get("kd", 0.0)
         optim.step(loss, model.parameters())
         return env.mean({k: float(v.detach()) for k, v in terms.items()} | {"scale": float(scale.detach())})
 
-    meta = {"data": str(data.path), "data_fingerprint": data.fingerprint(), "embed_train": asdict(tc), "world_size": env.world}
-
-    def save(step: int, seconds: float, last: dict[str, float]) -> None:
-        rngs = env.rng_states()
-        if env.main:
-            info = {**meta, "steps": step, "train_seconds": round(seconds, 1), "last": last}
-            save_embed(EmbedCheckpoint(model, vocab, info, optim.state(step, seconds, rngs)), resume_path(out))
-            save_embed(EmbedCheckpoint(model, vocab, info), out)
-
-    step, seconds, last = loop.run(one_step, save, start=step, total=total, elapsed=elapsed,
-                                   log=out.with_name(out.stem + ".embed.jsonl"), desc=f"embed {cfg.name}",
-                                   lr=lambda: optim.sched.get_last_lr()[0], checkpoint_every=tc.checkpoint_every,
-                                   log_every=tc.log_every, main=env.main)
-    model.eval()
-    return EmbedTrainResult(step, seconds, last)
+    meta = {"data": str(data.path), "data_fingerprint": data.fingerprint(), "embed_train": asdict(train_cfg), "world_size": env.world}
+    return trainer.fit(one_step, optim, step, elapsed, total, lambda: Checkpoint(model, vocab, meta))

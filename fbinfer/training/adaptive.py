@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-MODES = ("grad", "loss", "fixed")
+from fbinfer.training.config import MODES
 
 
 def closed_form(g: torch.Tensor) -> torch.Tensor:

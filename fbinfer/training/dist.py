@@ -14,6 +14,11 @@ from fbinfer.threads import torch_threads
 from fbinfer.training.objectives import PretrainBatch
 
 
+def is_main() -> bool:
+    """Whether this process is rank 0 of a torchrun job (or runs alone): the one that reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 @dataclass
 class Dist:
     """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""

@@ -22,8 +22,7 @@ import torch
 from tqdm import tqdm
 
 from fbinfer.errors import FbinferError
-
-PRECISIONS = ("fp32", "bf16")
+from fbinfer.training.config import PRECISIONS
 
 
 def autocast(precision: str, device: torch.device | str = "cpu"):
@@ -33,23 +32,6 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
     if precision not in PRECISIONS:
         raise FbinferError(f"--precision {precision!r}: training runs {' or '.join(PRECISIONS)}")
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def check_schedule(cfg: Any) -> None:
-    """The options train and distill share, checked before any work (one line each): step count or
-    epochs, batch size and learning rate positive, sampling shares in range, a known precision."""
-    for name in ("steps", "epochs", "batch_size", "lr"):
-        value = getattr(cfg, name)
-        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
-            raise FbinferError(f"--{name.replace('_', '-')}: must be positive, got {value}")
-    if cfg.lists < 0 or cfg.list_size < 2:
-        raise FbinferError(f"--lists {cfg.lists} --list-size {cfg.list_size}: need lists >= 0 and at least 2 pairs per list")
-    if not 0.0 <= cfg.hard_ratio <= 1.0:
-        raise FbinferError(f"--hard-ratio: a share between 0 and 1, got {cfg.hard_ratio}")
-    for name in ("checkpoint_every", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise FbinferError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(cfg, name)}")
-    autocast(cfg.precision)
 
 
 def total_steps(steps: int | None, epochs: float | None, steps_per_epoch: int) -> int:

@@ -27,15 +27,16 @@ from fbinfer.backends.registry import open_runner
 from fbinfer.bench.config import BenchConfig
 from fbinfer.bench.drift import LazyScores, RowDrift, sequential_drift
 from fbinfer.bench.driftset import DriftPairs, drift_data
-from fbinfer.bench.run import ModelBench, resolve, time_rows, timing_feeds, verdict_line
+from fbinfer.bench.models import ModelBench, resolve
+from fbinfer.bench.run import time_rows, timing_feeds, verdict_line
 from fbinfer.bundle import Bundle
 from fbinfer.bundle.plan import Plan
 from fbinfer.data.features import FeatureStore
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.evaluate import eval_pairs
 from fbinfer.evaluation.paired import WITHIN
+from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.exporter import calibration_feeds, versions
-from fbinfer.export.int8 import CalibrationConfig
 from fbinfer.machine import cpu_flags
 from fbinfer.tune.candidates import candidates
 from fbinfer.tune.config import TuneConfig
@@ -57,27 +58,27 @@ class Candidate:
                 "drift_seconds": self.drift_seconds, **self.speed}
 
 
-def tune(model: Path, data: Path | None, tc: TuneConfig, progress: Callable[[str], None] = print) -> dict:
+def tune(model: Path, data: Path | None, tune_cfg: TuneConfig, progress: Callable[[str], None] = print) -> dict:
     """Measure every candidate, choose per backend, and write ``tuning`` into the bundle's
     manifest; returns it. ``model``: a bundle folder, or a checkpoint (exported when needed, as
     by the bench)."""
     from fbinfer.threads import torch_threads
 
-    tc = tc.validate()
-    for b in tc.backends:
+    tune_cfg = tune_cfg.validate()
+    for b in tune_cfg.backends:
         if why := get_backend(b).unavailable():
             raise FbinferError(f"--backends {b}: {why}")
     torch_threads()
     mb = resolve(model, data)
     if mb.exported:
         progress(mb.exported)
-    if tc.batch > mb.bundle.max_batch:
-        raise FbinferError(f"--batch {tc.batch}: above the bundle's max batch {mb.bundle.max_batch} ({mb.bundle.folder})")
+    if tune_cfg.batch > mb.bundle.max_batch:
+        raise FbinferError(f"--batch {tune_cfg.batch}: above the bundle's max batch {mb.bundle.max_batch} ({mb.bundle.folder})")
     cands: list[Candidate] = []
     try:
-        cands = _open(mb, candidates(tc.backends, _bundle_exclude(mb.bundle), tc.ladder), progress)
-        lists = _drift(mb, cands, tc, progress)
-        _time(mb, cands, tc, progress)
+        cands = _open(mb, candidates(tune_cfg.backends, _bundle_exclude(mb.bundle), tune_cfg.ladder), progress)
+        lists = _drift(mb, cands, tune_cfg, progress)
+        _time(mb, cands, tune_cfg, progress)
     except BaseException:
         shutil.rmtree(mb.bundle.folder / WORK, ignore_errors=True)  # the bundle stays as it was
         raise
@@ -85,9 +86,9 @@ def tune(model: Path, data: Path | None, tc: TuneConfig, progress: Callable[[str
         for c in cands:
             c.runner.deactivate()
     tuning = {"by": "fbinfer tune", "fbinfer": versions()["fbinfer"], "date": time.strftime("%Y-%m-%d"),
-              "machine": {"cpu": cpu_flags(), "threads": _threads()}, "bar": tc.max_drift, "batch": tc.batch,
+              "machine": {"cpu": cpu_flags(), "threads": _threads()}, "bar": tune_cfg.max_drift, "batch": tune_cfg.batch,
               "reference": "torch fp32 eager on the source checkpoint", "lists": lists,
-              "candidates": [c.to_dict() for c in cands], "plans": choose(cands, tc.backends),
+              "candidates": [c.to_dict() for c in cands], "plans": choose(cands, tune_cfg.backends),
               "not_tuned": {"tensorrt": "TensorRT does not run on this machine: its plans cannot be timed; the bundle's "
                                         "trt.int8 graph keeps the export's float groups"}}
     _write(mb.bundle, tuning)
@@ -145,33 +146,33 @@ def _quantize(mb: ModelBench, plan: Plan, progress: Callable[[str], None]) -> st
     return name
 
 
-def _drift(mb: ModelBench, cands: list[Candidate], tc: TuneConfig, progress: Callable[[str], None]) -> dict:
+def _drift(mb: ModelBench, cands: list[Candidate], tune_cfg: TuneConfig, progress: Callable[[str], None]) -> dict:
     """Each candidate's drift on the tuning lists against torch fp32 (``measure_drift``)."""
-    dset = drift_data(mb.data, tc.lists, split="train")
+    dset = drift_data(mb.data, tune_cfg.lists, split="train")
     store = FeatureStore(dset, mb.ck.config).ensure(dset.test)
-    pairs = DriftPairs.build(dset, store, mb.ck.tokenizer(), tc.lists)
+    pairs = DriftPairs.build(dset, store, mb.ck.tokenizer(), tune_cfg.lists)
     progress(f"{mb.name}: tuning lists {pairs.describe()['queries_per_direction']} queries per direction x "
-             f"{tc.lists.candidates} candidates ({dset.path}); {len(cands)} candidates")
+             f"{tune_cfg.lists.candidates} candidates ({dset.path}); {len(cands)} candidates")
     reference = LazyScores(open_runner("torch", mb.ck, "fp32").activate().infer, pairs, f"{mb.name} on torch fp32")
-    measure_drift(cands, reference, tc, lambda m: progress(f"{mb.name}: {m}"))
-    return {**pairs.describe(), "seed": tc.lists.seed}
+    measure_drift(cands, reference, tune_cfg, lambda m: progress(f"{mb.name}: {m}"))
+    return {**pairs.describe(), "seed": tune_cfg.lists.seed}
 
 
-def measure_drift(cands: list[Candidate], reference: LazyScores, tc: TuneConfig, progress: Callable[[str], None]) -> None:
+def measure_drift(cands: list[Candidate], reference: LazyScores, tune_cfg: TuneConfig, progress: Callable[[str], None]) -> None:
     """Each candidate ranked on ``reference``'s lists, look by look until the bar's verdict is
     clear (each pair scored once, as far as needed)."""
     for c in cands:
         start = time.perf_counter()
-        c.drift = sequential_drift(reference, LazyScores(c.runner.infer, reference.pairs, c.plan.name), tc.max_drift, tc.lists)
+        c.drift = sequential_drift(reference, LazyScores(c.runner.infer, reference.pairs, c.plan.name), tune_cfg.max_drift, tune_cfg.lists)
         c.drift_seconds = round(time.perf_counter() - start, 2)
         progress(f"{c.plan.name}: {verdict_line(c.drift)} ({c.drift_seconds:.0f} s)")
 
 
-def _time(mb: ModelBench, cands: list[Candidate], tc: TuneConfig, progress: Callable[[str], None]) -> None:
+def _time(mb: ModelBench, cands: list[Candidate], tune_cfg: TuneConfig, progress: Callable[[str], None]) -> None:
     """Every candidate on one batch of real test pairs (``measure_speed``)."""
-    progress(f"{mb.name}: timing {len(cands)} candidates at batch {tc.batch}, in turns")
+    progress(f"{mb.name}: timing {len(cands)} candidates at batch {tune_cfg.batch}, in turns")
     store = FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test)
-    measure_speed(cands, timing_feeds(mb, store, eval_pairs(mb.data), tc.batch), tc.min_seconds, f"{mb.name}: batch {tc.batch}")
+    measure_speed(cands, timing_feeds(mb, store, eval_pairs(mb.data), tune_cfg.batch), tune_cfg.min_seconds, f"{mb.name}: batch {tune_cfg.batch}")
 
 
 def measure_speed(cands: list[Candidate], feeds: dict[str, np.ndarray], min_seconds: float, desc: str) -> None:

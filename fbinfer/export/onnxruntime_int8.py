@@ -26,14 +26,13 @@ from tqdm import tqdm
 
 from fbinfer.backends.onnxruntime import OnnxRuntimeRunner
 from fbinfer.export.graphs import ROOT, quiet
-from fbinfer.export.int8 import WeightOp, excluded_matmuls, probe_session, weight_ops
+from fbinfer.export.qdq import WeightOp, excluded_matmuls, probe_session, weight_ops
 
 METHODS = {"max": "MinMax", "entropy": "Entropy"}
-CPU_INT8_KINDS = ("auto", "dynamic", "qdq")
 
 
 def excluded_nodes(graph: Path, groups: tuple[str, ...]) -> list[str]:
-    """``int8.excluded_matmuls`` of ``graph``, each Gemm also as ``<gemm>_MatMul``: ONNX Runtime's
+    """``qdq.excluded_matmuls`` of ``graph``, each Gemm also as ``<gemm>_MatMul``: ONNX Runtime's
     quantizer first rewrites each Gemm as MatMul + Add under that name."""
     model = onnx.load(str(graph), load_external_data=False)
     gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"}

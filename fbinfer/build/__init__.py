@@ -1,0 +1,1 @@
+"""Offline steps after export: TensorRT engines from a bundle's graphs."""

@@ -1,0 +1,3 @@
+from fbinfer.cli import main
+
+main()

@@ -1,0 +1,14 @@
+"""The console every table and progress line goes to."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+LOG_WIDTH = 240  # off a terminal rich assumes 80 columns and cuts wide tables ("teach…"); a log keeps every figure
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console as wide as the terminal, or ``LOG_WIDTH`` columns when the output goes to a file or pipe."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else LOG_WIDTH)
