@@ -1,5 +1,5 @@
-"""``fbinfer demo``: the whole path on a small embedded default, in about 8.5 minutes on 2 CPU cores
-(docs/results/training.md).
+"""``fbinfer demo``: the whole path on a small embedded default, in minutes on 2 CPU cores
+(docs/results/demo.log).
 
 The teacher is the default 6 x 384 model over 128-px images and 4 x 4 patches
 (``fashionbert-demo``): the 2-layer model does not leave the TIA plateau within a demo's budget,

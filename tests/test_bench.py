@@ -15,6 +15,7 @@ from fbinfer.bench.flops import flops_per_pair
 from fbinfer.bench.run import bench
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.timing import median_ms_in_turns
+from fbinfer.model.checkpoint import load_checkpoint
 from fbinfer.model.config import preset
 
 
@@ -223,3 +224,27 @@ def test_sequential_drift_stops_when_the_verdict_is_clear_and_not_before():
     d = sequential_drift(ref, lazy(pairs, losing(16)), 1.0, cfg)
     assert d.queries == pairs.looks[-1] and d.directions["text_to_image"].delta == pytest.approx(-1.0)
     assert sequential_drift(ref, lazy(pairs, np.zeros(total)), 1.0, cfg).verdict == "beyond"
+
+
+def test_only_a_backend_that_cannot_run_here_skips_a_row(monkeypatch, tiny_model):
+    """A row whose backend is unavailable is skipped with the reason; any other failure (a broken
+    graph, a bad option) fails the bench loudly instead of hiding as a skipped row."""
+    from types import SimpleNamespace
+
+    from fbinfer.bench import run
+    from fbinfer.bench.config import VARIANTS
+    from fbinfer.errors import BackendUnavailable
+
+    row = next(v for v in VARIANTS if v.key == "torch-bf16")
+    mb = SimpleNamespace(ck=load_checkpoint(tiny_model), bundle=None)
+
+    def refuse(error):
+        def open_runner(*args, **kwargs):
+            raise error
+        return open_runner
+
+    monkeypatch.setattr(run, "open_runner", refuse(BackendUnavailable("no bf16 here")))
+    assert run.runner_for(row, mb) == (None, "no bf16 here")
+    monkeypatch.setattr(run, "open_runner", refuse(FbinferError("graph.onnx: ONNX Runtime cannot load it")))
+    with pytest.raises(FbinferError, match="cannot load it"):
+        run.runner_for(row, mb)

@@ -17,7 +17,7 @@ from fbinfer.backends.tensorrt import check_engine_record
 from fbinfer.build.tensorrt import profile_shapes
 from fbinfer.bundle import Bundle
 from fbinfer.data.source import load_data
-from fbinfer.errors import FbinferError
+from fbinfer.errors import EngineError, FbinferError
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_engine_built_elsewhere_is_refused_with_the_rebuild_command(tmp_path):
     record = {"file": "engine.fp16.plan", "precision": "fp16", "tensorrt": "10.13.0", "gpu": "NVIDIA A100-SXM4-40GB",
               "compute_capability": "8.0"}
     here = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
-    with pytest.raises(FbinferError, match=r"built for NVIDIA A100.*fbinfer build .* --precision fp16"):
+    with pytest.raises(EngineError, match=r"built for NVIDIA A100.*fbinfer build .* --precision fp16"):  # typed: callers rebuild
         check_engine_record(record, "10.13.0", here, tmp_path)
     with pytest.raises(FbinferError, match="TensorRT 10.13.0"):
         check_engine_record({**record, **here}, "11.0.0", here, tmp_path)

@@ -13,8 +13,10 @@ import pytest
 import torch
 from helpers import assert_cli_errors, run_cli, run_cli_here, run_one_and_two_processes
 
+from fbinfer.bundle import Bundle
 from fbinfer.data.source import load_data
 from fbinfer.errors import FbinferError
+from fbinfer.fileio import sha256
 from fbinfer.runtime.load import load
 from fbinfer.search.checkpoint import load_embed
 from fbinfer.search.config import EmbedConfig
@@ -236,8 +238,12 @@ def test_model_mismatch_is_refused(test_index, tiny_data, tmp_path):
 
 def test_export_parity_and_search_with_the_bundle(embed_model, embed_bundle, tiny_data, test_index):
     man = json.loads((embed_bundle / "manifest.json").read_text())
-    for backend in ("onnxruntime", "openvino"):
-        assert max(man["parity"][backend]["max_abs_diff"].values()) < 1e-4
+    rows = {(r["graph"], r["backend"]): r["max_abs_diff"] for r in man["parity"]}
+    assert man["format"] == "fbinfer.bundle" and man["model"] == "embed" and man["source"]["sha256"] == sha256(embed_model)
+    assert set(rows) == {(f"{t}.fp32", b) for t in ("text", "image", "product") for b in ("onnxruntime", "openvino")}
+    assert max(rows.values()) < 1e-4
+    with pytest.raises(FbinferError, match="a bundle of an embedding model .*, where a FashionBERT model is needed"):
+        Bundle.open(embed_bundle)
     bundle = open_embedder(embed_bundle)
     ref = open_embedder(embed_model)
     texts = [it.text for it in load_data(tiny_data).test[:6]]
@@ -245,6 +251,25 @@ def test_export_parity_and_search_with_the_bundle(embed_model, embed_bundle, tin
     assert bundle.identity == ref.identity  # the bundle searches an index the checkpoint built
     idx = CatalogIndex(test_index, bundle)
     assert [h.row for h in idx.search(text=texts[0], k=3)] == [h.row for h in CatalogIndex(test_index).search(text=texts[0], k=3)]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "swap"])
+def test_a_damaged_embedding_bundle_file_is_refused(embed_bundle, tmp_path, damage):
+    """The embedding bundle is checked as every bundle is: a tower graph cut short (its size), changed
+    in place or swapped for another tower's graph (its sha256) is one line naming the file."""
+    folder = tmp_path / "embed.bundle"
+    shutil.copytree(embed_bundle, folder)
+    graph = folder / "text.fp32.onnx"
+    data = graph.read_bytes()
+    if damage == "truncate":
+        graph.write_bytes(data[:-100])
+    elif damage == "flip":
+        graph.write_bytes(data[:-50] + bytes(b ^ 0xFF for b in data[-50:-42]) + data[-42:])
+    else:
+        graph.write_bytes((folder / "image.fp32.onnx").read_bytes()[:len(data)].ljust(len(data), b"\0"))
+    message = "bytes, the manifest recorded" if damage == "truncate" else "sha256 does not match the manifest"
+    with pytest.raises(FbinferError, match=rf"{graph}: .*{message}"):
+        open_embedder(folder)
 
 
 def test_ray_embedding_equals_the_single_process_path(embed_bundle, tiny_data, tmp_path):

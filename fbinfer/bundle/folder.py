@@ -1,8 +1,9 @@
-"""A bundle folder: the graphs, engines, vocab and manifest that ``fbinfer export`` writes.
+"""A bundle folder: the graphs, engines, vocab and manifest that ``fbinfer export`` writes for a
+FashionBERT model, and ``fbinfer embed export`` for the dual encoder (``model``: "embed").
 
 One class opens and validates it (schema and version, files present and unaltered), names its
-files, lists its graphs by (target, precision), records engines, and knows the checkpoint it was
-exported from. Export writes through it, ``fbinfer build`` records engines through it, and
+files, lists its graphs by (target, precision), keeps the parity rows against PyTorch, records
+engines, and knows the checkpoint it was exported from. Export writes through it, ``fbinfer build`` records engines through it, and
 ``fbinfer.load`` and ``fbinfer bench`` read through it, so no other module builds a file name or
 reads the manifest by hand.
 
@@ -33,8 +34,12 @@ FORMAT_VERSION = 2
 PREFIX = {"tensorrt": "trt", "onnxruntime": "ort", "openvino": "ov"}  # graph keys and file names: <prefix>.<precision>
 TARGETS = tuple(PREFIX)
 VOCAB = "vocab.txt"
-REQUIRED: dict[str, type] = {"config": dict, "tokenizer": dict, "graphs": dict, "files": dict, "inputs": list, "outputs": list,
-                             "max_batch": int, "source": dict}
+COMMON: dict[str, type] = {"config": dict, "tokenizer": dict, "graphs": dict, "files": dict, "source": dict, "parity": list}
+REQUIRED: dict[str, dict[str, type]] = {  # per model kind: the manifest fields it must have
+    "fashionbert": {**COMMON, "inputs": list, "outputs": list, "max_batch": int},
+    "embed": COMMON,
+}
+NOUNS = {"fashionbert": "a FashionBERT model", "embed": "an embedding model (the dual encoder)"}
 
 
 def graph_key(target: str, precision: str) -> str:
@@ -63,9 +68,10 @@ class Bundle:
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, folder: str | Path, verify: bool = True) -> Bundle:
-        """Validate and open ``folder``. ``verify``: check each file's sha256 on first use (sizes are
-        always checked); False skips the hashes, for hot reloads of a trusted folder."""
+    def open(cls, folder: str | Path, verify: bool = True, model: str = "fashionbert") -> Bundle:
+        """Validate and open ``folder``, a bundle of ``model`` ("fashionbert" or "embed"). ``verify``:
+        check each file's sha256 on first use (sizes are always checked); False skips the hashes,
+        for hot reloads of a trusted folder."""
         folder = Path(folder)
         path = folder / MANIFEST
         if not folder.is_dir() or not path.is_file():
@@ -77,18 +83,22 @@ class Bundle:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise FbinferError(f"{path}: bundle format version {manifest.get('format_version')!r} is not supported "
                                f"(this fbinfer reads version {FORMAT_VERSION}); re-export it with fbinfer export")
+        held = manifest.get("model", "fashionbert")
+        if held != model:
+            raise FbinferError(f"{folder}: a bundle of {NOUNS.get(held, repr(held))}, where {NOUNS[model]} is needed")
         bundle = cls(folder, manifest, verify)
         bundle._validate()
         return bundle
 
     def _validate(self) -> None:
         m, where = self.manifest, self.folder / MANIFEST
-        for field, kind in REQUIRED.items():
+        for field, kind in REQUIRED[self.model].items():
             if not isinstance(m.get(field), kind):
                 raise FbinferError(f"{where}: field '{field}' must be a {kind.__name__}, got {type(m.get(field)).__name__}")
         if not all(isinstance(m["source"].get(f), str) for f in ("checkpoint", "sha256")):
             raise FbinferError(f"{where}: field 'source' needs 'checkpoint' and 'sha256'")
-        self.config  # noqa: B018 - parsed now, so a malformed config fails at open
+        if self.model == "fashionbert":
+            self.config  # noqa: B018 - parsed now, so a malformed config fails at open
         for name, record in m["files"].items():
             inside(self.folder, name, where)
             if not isinstance(record, dict) or not isinstance(record.get("bytes"), int) or not isinstance(record.get("sha256"), str):
@@ -147,6 +157,11 @@ class Bundle:
         return path
 
     @property
+    def model(self) -> str:
+        """What the bundle holds: "fashionbert" or "embed" (the dual encoder)."""
+        return self.manifest.get("model", "fashionbert")
+
+    @property
     def max_batch(self) -> int:
         return int(self.manifest["max_batch"])
 
@@ -156,7 +171,7 @@ class Bundle:
 
     def vocab(self) -> list[str]:
         vocab = self.file(self.manifest["tokenizer"]["vocab"]).read_text(encoding="utf-8").splitlines()
-        if len(vocab) != self.config.vocab_size:
+        if self.model == "fashionbert" and len(vocab) != self.config.vocab_size:
             raise FbinferError(f"{self.folder / VOCAB}: {len(vocab)} tokens, the config says {self.config.vocab_size}")
         return vocab
 
@@ -243,6 +258,13 @@ class Bundle:
     def add_parity(self, graph: str, backend: str, precision: str, parity: dict, **notes: Any) -> None:
         """One row of the parity table: ``graph`` run on ``backend`` at ``precision`` against PyTorch."""
         self.manifest["parity"].append({"graph": graph, "backend": backend, "precision": precision, **parity, **notes})
+
+    def add_tower(self, name: str, **info: Any) -> dict:
+        """Record an embedding bundle's ONNX graph of tower ``name`` (written at ``NAME.fp32.onnx``)."""
+        file = f"{name}.fp32.onnx"
+        self.add_file(file)
+        entry = self.manifest["graphs"][name] = {"file": file, "target": name, "precision": "fp32", **info}
+        return entry
 
     def parity(self, graph: str, backend: str | None = None) -> dict:
         """The parity row of a graph (on ONNX Runtime unless ``backend`` is named)."""

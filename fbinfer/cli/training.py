@@ -12,6 +12,7 @@ import typer
 
 import fbinfer.cli.options as o
 from fbinfer.cli.app import app, console, data_app, embed_app, refuse_beside_recipe
+from fbinfer.data.synth import SynthConfig
 from fbinfer.distill.config import DistillConfig, LossWeights, StudentSpec
 from fbinfer.errors import FbinferError
 from fbinfer.model.config import FashionBertConfig
@@ -24,13 +25,13 @@ T, D, E = TrainConfig, DistillConfig, EmbedTrainConfig  # the defaults below are
 @data_app.command("synth")
 def data_synth(
     out: o.out("Folder to create."),
-    products: Annotated[int, typer.Option(help="Number of products.")] = 2000,
-    views: Annotated[int, typer.Option(help="Images per product.")] = 2,
-    seed: o.Seed = 0,
+    products: Annotated[int, typer.Option(help="Number of products.")] = SynthConfig.products,
+    views: Annotated[int, typer.Option(help="Images per product.")] = SynthConfig.views,
+    seed: o.Seed = SynthConfig.seed,
     force: Annotated[bool, typer.Option(help="Replace a non-empty folder.")] = False,
 ) -> None:
     """Generate a Fashion-Gen-like synthetic catalogue (images, captions, splits, candidate lists)."""
-    from fbinfer.data.synth import SynthConfig, synthesize
+    from fbinfer.data.synth import synthesize
 
     stats = synthesize(out, SynthConfig(products=products, views=views, seed=seed), force=force)
     console.print(f"wrote {out}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in stats.items()))

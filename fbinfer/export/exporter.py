@@ -132,6 +132,7 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
     parity = ParitySet.from_data(data, store, ck.tokenizer(), ec.parity_queries)
     reference = parity.logits(TorchRunner(ck.model), "parity: pytorch")
     header = {
+        "model": "fashionbert",
         "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256(checkpoint), "meta": ck.meta},
         "config": cfg.to_dict(),
         "tokenizer": {"vocab": VOCAB, "lowercase": True, "max_length": cfg.max_text_len},

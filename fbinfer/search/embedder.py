@@ -15,12 +15,10 @@ from tqdm import tqdm
 
 from fbinfer.bundle.io_spec import ATTENTION_MASK, INPUT_IDS, PATCHES
 from fbinfer.errors import FbinferError
-from fbinfer.fileio import read_json, sha256
 from fbinfer.model.tokenizer import TextTokenizer
 from fbinfer.search.config import EmbedConfig
 
 TARGETS = ("image", "text", "product")  # the vector sets of a catalogue
-BUNDLE_FORMAT = "fbinfer.embed-bundle"
 GRAPHS = {"text": ((INPUT_IDS, ATTENTION_MASK), "text_embedding"), "image": ((PATCHES,), "image_embedding"),
           "product": (("text_embedding", "image_embedding"), "product_embedding")}
 
@@ -100,34 +98,17 @@ def tower(path: Path, inputs: tuple[str, ...], output: str, backend: str) -> Cal
     return lambda *arrays: runner.infer(dict(zip(inputs, arrays)))[output]
 
 
-def read_bundle_manifest(folder: Path, verify: bool = True) -> dict:
-    """The bundle's manifest, checked: format, config, files present with their sha256."""
-    if not (folder / "manifest.json").is_file():
-        raise FbinferError(f"{folder}: not an embedding bundle (no manifest.json)")
-    man = read_json(folder / "manifest.json")
-    if not isinstance(man, dict) or man.get("format") != BUNDLE_FORMAT:
-        raise FbinferError(f"{folder}: not an embedding bundle (manifest format is not '{BUNDLE_FORMAT}')")
-    for key in ("config", "model_sha256", "graphs", "vocab"):
-        if key not in man:
-            raise FbinferError(f"{folder}/manifest.json: missing field '{key}'")
-    files = {name: g.get("file") for name, g in man["graphs"].items()} | {"vocab": man["vocab"]}
-    for name, file in files.items():
-        if not isinstance(file, str) or "/" in file or not (folder / file).is_file():
-            raise FbinferError(f"{folder}: {name} file {file!r} is missing")
-    if verify:
-        for name, g in man["graphs"].items():
-            if sha256(folder / g["file"]) != g.get("sha256"):
-                raise FbinferError(f"{folder}/{g['file']}: does not match its sha256 in the manifest (damaged or replaced)")
-    return man
-
-
 def bundle_embedder(folder: Path, backend: str = "onnxruntime", batch_size: int = 64) -> Embedder:
-    man = read_bundle_manifest(folder)
-    cfg = EmbedConfig.from_dict(man["config"], f"{folder}/manifest.json: config")
-    vocab = (folder / man["vocab"]).read_text(encoding="utf-8").splitlines()
-    towers = {name: tower(folder / man["graphs"][name]["file"], inputs, output, backend)
-              for name, (inputs, output) in GRAPHS.items()}
-    return Embedder(cfg, vocab, man["model_sha256"], towers, batch_size, f"{backend}:{folder.name}")
+    """An embedding bundle's towers on ``backend``; its identity is its source ``embed.pt``'s sha256."""
+    from fbinfer.bundle import Bundle
+
+    b = Bundle.open(folder, model="embed")
+    cfg = EmbedConfig.from_dict(b.manifest["config"], f"{folder}/manifest.json: config")
+    vocab = b.vocab()
+    if len(vocab) != cfg.text_config().vocab_size:
+        raise FbinferError(f"{folder}: its vocab has {len(vocab)} tokens, the text tower {cfg.text_config().vocab_size}")
+    towers = {name: tower(b.file(b.manifest["graphs"][name]["file"]), inputs, output, backend) for name, (inputs, output) in GRAPHS.items()}
+    return Embedder(cfg, vocab, b.manifest["source"]["sha256"], towers, batch_size, f"{backend}:{folder.name}")
 
 
 def open_embedder(path: str | Path, backend: str | None = None, batch_size: int = 64) -> Embedder:

@@ -1,8 +1,10 @@
-"""``fbinfer embed export``: the dual encoder's towers as ONNX graphs (FP32) in an embedding bundle,
-with their parity against PyTorch on the data's own captions and images, per backend.
+"""``fbinfer embed export``: the dual encoder's towers as ONNX graphs (FP32) in a bundle (the one
+format ``fbinfer.bundle`` reads, ``model: embed``), with their parity against PyTorch on the data's
+own captions and images, per backend.
 
-A bundle whose text or image vectors differ from PyTorch's by more than ``TOLERANCE`` is not
-written: an index built with one and searched with the other would silently rank differently.
+A bundle whose text or image vectors differ from PyTorch's by more than the FP32 tolerance every
+export holds its graphs to (``ExportConfig.fp32_tolerance``) is not written: an index built with
+one and searched with the other would silently rank differently.
 """
 from __future__ import annotations
 
@@ -12,22 +14,25 @@ import numpy as np
 import torch
 
 from fbinfer.backends.registry import backend as get_backend
+from fbinfer.bundle import Bundle
+from fbinfer.bundle.folder import MANIFEST, VOCAB
 from fbinfer.data.features import FeatureStore
 from fbinfer.data.source import DataSource
-from fbinfer.errors import FbinferError
+from fbinfer.errors import ParityError
+from fbinfer.export.config import ExportConfig
 from fbinfer.export.graphs import dynamo_export
-from fbinfer.fileio import atomic_path, sha256, write_json
+from fbinfer.fileio import atomic_path
 from fbinfer.output_paths import check_folder_output
 from fbinfer.search.checkpoint import load_embed
-from fbinfer.search.embedder import BUNDLE_FORMAT, GRAPHS, bundle_embedder, torch_embedder
+from fbinfer.search.embedder import GRAPHS, bundle_embedder, torch_embedder
 
-TOLERANCE = 1e-4  # max |vector difference| (unit vectors) for an FP32 graph
+TOLERANCE = ExportConfig.fp32_tolerance  # max |vector difference| (unit vectors) for an FP32 graph
 BACKENDS = ("onnxruntime", "openvino")
 
 
 def export_embed(model: Path, data: DataSource, out: Path, samples: int = 64, force: bool = False) -> dict:
     """Write the embedding bundle ``out``; returns its manifest."""
-    check_folder_output(out, "-o", force, "manifest.json", inputs=[model])
+    check_folder_output(out, "-o", force, MANIFEST, inputs=[model])
     ck = load_embed(model)
     m, cfg = ck.model, ck.config
     items = data.test[:samples]
@@ -43,30 +48,38 @@ def export_embed(model: Path, data: DataSource, out: Path, samples: int = 64, fo
                "product": (torch.from_numpy(want["text"][:3]), torch.from_numpy(want["image"][:3]))}
     axes = {"text": ({0: b, 1: t}, {0: b, 1: t}), "image": ({0: b},), "product": ({0: b}, {0: b})}
     modules = {"text": m.text, "image": m.image, "product": m.product}
+    header = {"model": "embed", "source": {"checkpoint": str(Path(model).resolve()), "sha256": ck.sha256, "meta": ck.meta},
+              "config": cfg.to_dict(), "tokenizer": {"vocab": VOCAB, "lowercase": True, "max_length": cfg.max_text_len},
+              "parity_data": {"data": str(data.path), "fingerprint": data.fingerprint(), "split": "test", "items": len(items)},
+              "tolerance": TOLERANCE}
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        graphs = {}
+        bundle = Bundle.create(tmp, header)
         for name, (inputs, output) in GRAPHS.items():
-            file = f"{name}.fp32.onnx"
-            dynamo_export(modules[name], example[name], tmp / file, inputs, (output,), axes[name], 18)
-            graphs[name] = {"file": file, "sha256": sha256(tmp / file), "inputs": list(inputs), "output": output}
-        (tmp / "vocab.txt").write_text("\n".join(ck.vocab) + "\n", encoding="utf-8")
-        manifest = {"format": BUNDLE_FORMAT, "version": 1, "model": str(model), "model_sha256": ck.sha256, "config": cfg.to_dict(),
-                    "vocab": "vocab.txt", "graphs": graphs, "parity": {}, "tolerance": TOLERANCE, "parity_samples": len(items)}
-        write_json(tmp / "manifest.json", manifest)
+            dynamo_export(modules[name], example[name], tmp / f"{name}.fp32.onnx", inputs, (output,), axes[name], 18)
+            bundle.add_tower(name, inputs=list(inputs), output=output)
+        (tmp / VOCAB).write_text("\n".join(ck.vocab) + "\n", encoding="utf-8")
+        bundle.add_file(VOCAB)
+        bundle.save()
         for backend in BACKENDS:
-            if get_backend(backend).unavailable():
-                manifest["parity"][backend] = {"skipped": get_backend(backend).unavailable()}
+            why = get_backend(backend).unavailable()
+            if why:
+                bundle.manifest.setdefault("parity_skipped", {})[backend] = why
                 continue
-            got = bundle_embedder(tmp, backend)
-            vecs = {"text": got.texts(texts), "image": got.images(patches)}
-            vecs["product"] = got.products(vecs["text"], vecs["image"])
-            diff = {k: float(np.abs(vecs[k] - want[k]).max()) for k in want}
-            same_top = float(np.mean(np.argmax(vecs["text"] @ vecs["image"].T, 1) == np.argmax(want["text"] @ want["image"].T, 1)))
-            manifest["parity"][backend] = {"max_abs_diff": diff, "text_to_image_top1_agreement": same_top}
-            worst = max(diff, key=diff.get)
-            if diff[worst] > TOLERANCE:
-                raise FbinferError(f"{out}: the {worst} graph on {backend} differs from PyTorch by {diff[worst]:.2e} "
-                                   f"(> {TOLERANCE:g}); not written")
-        write_json(tmp / "manifest.json", manifest)
-    return manifest
+            _parity(bundle, backend, texts, patches, want, out)
+        bundle.save()
+    return bundle.manifest
+
+
+def _parity(bundle: Bundle, backend: str, texts: list[str], patches: np.ndarray, want: dict[str, np.ndarray], out: Path) -> None:
+    """One parity row per tower on ``backend``; a tower off by more than the tolerance fails the export."""
+    got = bundle_embedder(bundle.folder, backend)
+    vecs = {"text": got.texts(texts), "image": got.images(patches)}
+    vecs["product"] = got.products(vecs["text"], vecs["image"])
+    same_top = float(np.mean(np.argmax(vecs["text"] @ vecs["image"].T, 1) == np.argmax(want["text"] @ want["image"].T, 1)))
+    for name in GRAPHS:
+        diff = float(np.abs(vecs[name] - want[name]).max())
+        bundle.add_parity(f"{name}.fp32", backend, "fp32", {"max_abs_diff": diff},
+                          **({"text_to_image_top1_agreement": same_top} if name == "text" else {}))
+        if diff > TOLERANCE:
+            raise ParityError(f"{out}: the {name} graph on {backend} differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); not written")

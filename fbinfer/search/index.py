@@ -34,6 +34,8 @@ from fbinfer.search.embedder import TARGETS, Embedder, embed_items, open_embedde
 FORMAT = "fbinfer.index"
 VERSION = 2  # 2: index.json records each file's size and sha256
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
+SPLITS = ("all", "train", "test")
+K, DEPTH = 10, 64  # a search's defaults: results returned, candidates a reranker scores
 # auto: exact search up to this many items, HNSW above (the measurement: docs/results/search.md)
 EXACT_UP_TO = 100_000
 HNSW_M, HNSW_EF_SEARCH, HNSW_EF_CONSTRUCTION = 32, 128, 80
@@ -96,7 +98,7 @@ def item_record(data: DataSource, it: Item, row: int) -> dict:
 
 
 def split_items(data: DataSource, split: str) -> list[Item]:
-    if split not in ("all", "train", "test"):
+    if split not in SPLITS:
         raise FbinferError(f"--split {split!r}: choose all, train or test")
     return {"all": data.train + data.test, "train": data.train, "test": data.test}[split]
 
@@ -127,7 +129,7 @@ def write_index(out: Path, meta: dict, items: list[dict], vectors: dict[str, np.
     return meta
 
 
-def build_index(model: Path, data: DataSource, out: Path, kind: str = "auto", split: str = "all", use_ray: bool = False,
+def build_index(model: Path, data: DataSource, out: Path, kind: str = KINDS[0], split: str = SPLITS[0], use_ray: bool = False,
                 force: bool = False, backend: str | None = None) -> dict:
     """Embed every item of ``split`` and write the index ``out``; returns its index.json."""
     resolve_kind(kind, 0)
@@ -150,7 +152,7 @@ def build_index(model: Path, data: DataSource, out: Path, kind: str = "auto", sp
     return write_index(out, meta, [item_record(data, it, i) for i, it in enumerate(items)], vectors, patches, kind)
 
 
-def add_to_index(folder: Path, data: DataSource, split: str = "all") -> dict:
+def add_to_index(folder: Path, data: DataSource, split: str = SPLITS[0]) -> dict:
     """Embed ``split`` of ``data`` with the index's own model and append it; the folder is replaced whole."""
     from fbinfer.data.features import FeatureStore
 
@@ -290,8 +292,8 @@ class CatalogIndex:
             self._featurize = PatchFeaturizer(fc, torch_extractor(fc))
         return self._featurize([image])
 
-    def search(self, text: str | None = None, image=None, k: int = 10, target: str | None = None, rerank=None,
-               depth: int = 64) -> list[Hit]:
+    def search(self, text: str | None = None, image=None, k: int = K, target: str | None = None, rerank=None,
+               depth: int = DEPTH) -> list[Hit]:
         """The top ``k`` items for a caption, an image, or both (image+text, the product vector).
 
         Args:
