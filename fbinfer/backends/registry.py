@@ -44,6 +44,12 @@ class Backend:
         """Why it cannot run here, or None."""
         return self.module.unavailable()
 
+    def require(self) -> None:
+        """``BackendUnavailable`` saying why it cannot run here, if it cannot."""
+        why = self.unavailable()
+        if why:
+            raise BackendUnavailable(f"backend {self.name!r} is not available here: {why}")
+
 
 def backend(name: str) -> Backend:
     """A backend by name, or one line listing the backends (with why each unavailable one is)."""
@@ -73,9 +79,7 @@ def open_runner(name: str, source: Any, precision: str, device: str | None = Non
     b = backend(name)
     if precision not in b.precisions:
         raise FbinferError(f"precision {precision!r} on {name}: choose from {', '.join(b.precisions)}")
-    why = b.unavailable()
-    if why:
-        raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
+    b.require()
     from fbinfer.bundle import Bundle
 
     if b.runs == "bundle" and not isinstance(source, Bundle):
@@ -95,7 +99,5 @@ def graph_runner(name: str, path: Path, outputs: tuple[str, ...], device: str | 
     if not hasattr(b.module, "graph_runner"):
         raise FbinferError(f"backend {name!r} does not run ONNX files; choose from "
                            f"{', '.join(n for n in REGISTRY if hasattr(backend(n).module, 'graph_runner'))}")
-    why = b.unavailable()
-    if why:
-        raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
+    b.require()
     return b.module.graph_runner(Path(path), outputs, device)

@@ -83,10 +83,9 @@ class Bundle:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise FbinferError(f"{path}: bundle format version {manifest.get('format_version')!r} is not supported "
                                f"(this fbinfer reads version {FORMAT_VERSION}); re-export it with fbinfer export")
-        held = manifest.get("model", "fashionbert")
-        if held != model:
-            raise FbinferError(f"{folder}: a bundle of {NOUNS.get(held, repr(held))}, where {NOUNS[model]} is needed")
         bundle = cls(folder, manifest, verify)
+        if bundle.model != model:
+            raise FbinferError(f"{folder}: a bundle of {NOUNS.get(bundle.model, repr(bundle.model))}, where {NOUNS[model]} is needed")
         bundle._validate()
         return bundle
 
@@ -259,9 +258,13 @@ class Bundle:
         """One row of the parity table: ``graph`` run on ``backend`` at ``precision`` against PyTorch."""
         self.manifest["parity"].append({"graph": graph, "backend": backend, "precision": precision, **parity, **notes})
 
+    def tower_path(self, name: str) -> Path:
+        """Where an embedding bundle's FP32 graph of tower ``name`` is written."""
+        return self.folder / f"{name}.fp32.onnx"
+
     def add_tower(self, name: str, **info: Any) -> dict:
-        """Record an embedding bundle's ONNX graph of tower ``name`` (written at ``NAME.fp32.onnx``)."""
-        file = f"{name}.fp32.onnx"
+        """Record the graph of tower ``name`` written at ``tower_path``."""
+        file = self.tower_path(name).name
         self.add_file(file)
         entry = self.manifest["graphs"][name] = {"file": file, "target": name, "precision": "fp32", **info}
         return entry

@@ -56,7 +56,7 @@ def export_embed(model: Path, data: DataSource, out: Path, samples: int = 64, fo
         tmp.mkdir(parents=True)
         bundle = Bundle.create(tmp, header)
         for name, (inputs, output) in GRAPHS.items():
-            dynamo_export(modules[name], example[name], tmp / f"{name}.fp32.onnx", inputs, (output,), axes[name], 18)
+            dynamo_export(modules[name], example[name], bundle.tower_path(name), inputs, (output,), axes[name], 18)
             bundle.add_tower(name, inputs=list(inputs), output=output)
         (tmp / VOCAB).write_text("\n".join(ck.vocab) + "\n", encoding="utf-8")
         bundle.add_file(VOCAB)

@@ -71,12 +71,13 @@ class Trainer:
     name: str  # the log file's suffix and the progress bar's label
 
     def optimizer(self, groups: list[dict], total: int, state: dict | None, hold: int = 0) -> tuple[Optimization, int, float]:
-        """AdamW over ``groups`` with the linear schedule, restored from ``state`` (a resume) when
-        given; dropout's streams seeded per process. Returns (it, first step, elapsed seconds)."""
+        """AdamW over ``groups`` with the linear schedule, restored from ``state`` (a resume state's
+        train_state) when given; dropout's streams seeded per process. Returns (it, first step,
+        elapsed seconds)."""
         s = self.schedule
         optim = Optimization.adamw(groups, total, s.warmup, hold, s.weight_decay)
         torch.manual_seed(s.seed + self.env.rank)  # dropout's stream starts here, whatever ran before
-        step, elapsed = optim.restore(state, self.env.rank) if state and "optimizer" in state else (0, 0.0)
+        step, elapsed = optim.restore(state, self.env.rank) if state else (0, 0.0)
         return optim, step, elapsed
 
     def fit(self, one_step: Callable[[int], dict[str, float]], optim: Optimization, start: int, elapsed: float, total: int,
