@@ -57,7 +57,7 @@ RECIPES: dict[str, Recipe] = {
         "distill",
         (Run((3000, 4500), {"lr": 3e-4, "precision": "bf16"}),
          Run((600,), {"lr": 5e-5, "precision": "bf16", "quantize": "int8"})),  # QAD as a short fine-tune of the student
-        {"layers": 2}, "docs/results/tune.md (its QAD fine-tune of the demo student; not yet run at this length)"),
+        {"layers": 2}, "docs/results/tune.md"),
 }
 
 
