@@ -248,3 +248,92 @@ def test_only_a_backend_that_cannot_run_here_skips_a_row(monkeypatch, tiny_model
     monkeypatch.setattr(run, "open_runner", refuse(FbinferError("graph.onnx: ONNX Runtime cannot load it")))
     with pytest.raises(FbinferError, match="cannot load it"):
         run.runner_for(row, mb)
+
+
+def test_every_default_row_opens_or_is_skipped_with_its_reason(tiny_bundle, tiny_data):
+    """The card's command (no --backends) opens every row: one that cannot run on this machine
+    (torch fp16 without CUDA, TensorRT without its wheel, a tuned row without a plan) is skipped
+    with the reason, never stops the bench; the numerics-only rows wait to be named."""
+    import torch
+
+    from fbinfer.bench.config import KEYS, VARIANTS
+    from fbinfer.bench.models import resolve
+    from fbinfer.bench.run import NUMERICS_ONLY, open_rows
+
+    skipped: dict[str, str] = {}
+    opened = open_rows(resolve(tiny_bundle, tiny_data), BenchConfig(), skipped)
+    try:
+        got = {v.key for v, _ in opened} | {k.split("/", 1)[1] for k in skipped}
+        assert got == set(KEYS) and all(skipped.values())
+        assert {"torch-fp32", "torch-bf16", "torch-compile", "ort-fused", "ov-int8-bf16", "ov-plain-nncf-int8"} <= {v.key for v, _ in opened}
+        assert {k for k, why in skipped.items() if why == NUMERICS_ONLY} == {f"tiny/{v.key}" for v in VARIANTS if not v.timed}
+        if not torch.cuda.is_available():
+            assert "CUDA" in skipped["tiny/torch-fp16"]
+    finally:
+        for _, runner in opened:
+            runner.deactivate()
+
+
+def _row(key: str, peer: bool, pairs: float, verdict: str | None, h2h: float | None = None) -> dict:
+    d = {"verdict": verdict, **{k: {"delta": 0.1, "low": -0.5, "high": 0.7} for k in ("i2t", "t2i")}} if verdict else None
+    return {"model": "m", "batch": 64, "key": key, "peer": peer, "pairs_per_s": pairs, "latency_ms": {"p50": 640 / pairs},
+            "drift": d, "head_to_head": {"pairs_per_s": h2h, "latency_ms": {"p50": 640 / h2h}} if h2h else None}
+
+
+def test_the_summary_takes_its_ratio_from_the_head_to_head_of_the_contenders():
+    """Fast rows timed among all rows move by up to 40 % with the row before them, so the summary
+    chooses and divides by the contenders' head-to-head figures, never mixing them with the
+    all-rows figures; without a head-to-head it falls back to the all-rows turns."""
+    from types import SimpleNamespace
+
+    from fbinfer.bench.run import contenders, summary
+
+    rows = [_row("a", False, 100, "within", 90), _row("b", False, 95, "within", 120), _row("c", False, 300, "beyond"),
+            _row("p", True, 110, "within", 100), _row("q", True, 60, "undecided")]
+    s = summary(rows, 1.0)[0]
+    assert (s["best"], s["best_peer"], s["ratio"], s["timing"]) == ("b", "p", 1.2, "head to head")
+    assert s["best_latency_p50_ms"] == pytest.approx(640 / 120)
+    assert [f["key"] for f in s["faster_not_within"]] == ["c"]  # beside the all-rows figures it was chosen on
+    plain = summary([{**r, "head_to_head": None} for r in rows], 1.0)[0]
+    assert (plain["best"], plain["best_peer"], plain["ratio"], plain["timing"]) == ("a", "p", round(100 / 110, 3), "all rows in turns")
+
+    def meta(peer, verdict):
+        return SimpleNamespace(peer=peer, drift=SimpleNamespace(verdict=verdict) if verdict else None)
+
+    speeds = {"a": 100, "b": 70, "c": 200, "p": 110, "q": 90, "ref": 50}
+    by_key = {"a": meta(False, "within"), "b": meta(False, "within"), "c": meta(False, "beyond"), "p": meta(True, "beyond"),
+              "q": meta(True, "within"), "ref": meta(True, None)}
+    assert contenders(speeds, by_key, 0.75) == ["a", "p", "q"]  # b is under 75 % of a; c is not within; ref too slow
+    assert contenders(speeds, {**by_key, "a": meta(False, "undecided"), "b": meta(False, "beyond")}, 0.75) == []
+
+
+def test_time_model_times_the_contenders_again_head_to_head_with_pauses(monkeypatch, tiny_bundle, tiny_data):
+    """The all-rows turns run without pauses; then the summary's contenders (here the one row
+    planted within and the peers near the fastest) run again in turns, each call after an
+    untimed pause, and only they carry head-to-head figures."""
+    from fbinfer.bench import run
+    from fbinfer.bench.drift import RowDrift
+    from fbinfer.evaluation import timing as timing_module
+    from fbinfer.evaluation.paired import PairedDelta
+
+    mb = run.resolve(tiny_bundle, tiny_data)
+    bc = BenchConfig(batches=(4,), backends=("ort-fused", "ov-default"), min_seconds=0.05, min_iters=3, pause_s=0.002)
+    opened = run.open_rows(mb, bc, {})
+    pauses: list[float] = []
+    monkeypatch.setattr(timing_module.time, "sleep", pauses.append)
+    try:
+        zero = PairedDelta(0.0, -0.5, 0.5, 800, 0, 0, 1.0, 0, 0)
+        rows = [run.Row("tiny", v.key, v.backend, v.precision, v.variant, v.peer, {}, {},
+                        None if v.key == "torch-fp32" else RowDrift("within", 1.0, 800, {"i2t": zero, "t2i": zero}, 1.0, 0.0, 0.0))
+                for v, _ in opened]
+        out = run.time_model(mb, rows, {v.key: r for v, r in opened}, bc, {"peak_flops": {"fp32": 1e11}}, lambda m: None)
+    finally:
+        for _, r in opened:
+            r.deactivate()
+    speeds = {row.key: sp for row, sp in out}
+    h2h = [k for k, sp in speeds.items() if sp.head_to_head]
+    assert "ort-fused" in h2h and set(h2h) == set(run.contenders({k: sp.pairs_per_s for k, sp in speeds.items()},
+                                                                 {row.key: row for row, _ in out}, bc.contender_share))
+    assert all(speeds[k].head_to_head["pause_ms"] == 2.0 for k in h2h)
+    rounds = speeds[h2h[0]].head_to_head["iterations"]
+    assert len(pauses) == rounds * len(h2h) and set(pauses) == {0.002}  # every head-to-head call, no all-rows call

@@ -66,13 +66,15 @@ def runner(source, precision: str, device: str | None = None, compile: bool = Fa
     from fbinfer.model.checkpoint import load_checkpoint
 
     ck = source.load_source() if isinstance(source, Bundle) else source
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # dynamic INT8 has CPU kernels only, so it stays on the CPU of a GPU machine unless told otherwise
+    device = device or ("cuda" if torch.cuda.is_available() and precision != "int8" else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendUnavailable("device 'cuda': this torch has no CUDA device (install a CUDA build of torch on a GPU machine)")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise FbinferError(f"device {device!r}: the torch backend runs on 'cpu' or 'cuda'")
     if precision == "fp16" and device == "cpu":
-        raise FbinferError("precision fp16 needs device 'cuda' (CPU fp16 matmuls are slow and not a serving target); use bf16 or fp32")
+        raise BackendUnavailable("precision fp16 on torch needs a CUDA device (CPU fp16 matmuls are slow and not a serving "
+                                 "target); use bf16 or fp32 here")
     if precision == "int8" and device != "cpu":
         raise FbinferError("precision int8 on the torch backend is dynamic quantization, which runs on the CPU only")
     model = load_checkpoint(ck.path).model if fresh else ck.model

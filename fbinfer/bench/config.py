@@ -85,6 +85,8 @@ class BenchConfig:
     min_seconds: float = 3.0
     min_iters: int = 10
     max_drift: float = 1.0  # points of Rank@1, both directions: the drift bar
+    pause_s: float = 0.05  # head-to-head: untimed sleep before each call, for the last runtime's threads to stop spinning
+    contender_share: float = 0.75  # head-to-head: the rows of each side at least this share of its fastest row's pairs/s
 
     def validate(self) -> BenchConfig:
         for b in self.batches:
@@ -93,6 +95,8 @@ class BenchConfig:
         for k in self.backends or ():
             if k not in KEYS:
                 raise FbinferError(f"--backends: unknown backend {k!r} (choose from {', '.join(KEYS)})")
+        if self.pause_s < 0:
+            raise FbinferError(f"--pause-ms: must be >= 0, got {self.pause_s * 1e3:g}")
         if self.max_drift <= 0:
             raise FbinferError(f"--max-drift: must be positive, got {self.max_drift}")
         self.drift_set.validate()

@@ -32,12 +32,12 @@ def summary_table(result: dict) -> Table:
     table = Table(title=f"fbinfer's fastest path within the bar (|dRank@1| <= {result['config']['max_drift']:g} point both ways, "
                         "95 % interval no wider) against the fastest peer at any drift")
     for c in ("model", "batch", "fbinfer", "pairs/s", "p50 ms", "dR@1 i2t / t2i [95 % CI]", "peer", "peer pairs/s",
-              "peer dR@1 [95 % CI]", "ratio", "faster, not within"):
+              "peer dR@1 [95 % CI]", "ratio", "timed", "faster, not within"):
         table.add_column(c, justify="left" if c in ("model", "fbinfer", "peer", "faster, not within") else "right", overflow="fold")
     for s in result["summary"]:
         table.add_row(s["model"], str(s["batch"]), s["best"], f"{s['best_pairs_per_s']:.1f}", f"{s['best_latency_p50_ms']:.2f}",
                       _ci_list(s["best_d_rank1"]), s["best_peer"], f"{s['peer_pairs_per_s']:.1f}",
-                      f"{s['peer_verdict']}: {_ci_list(s['peer_d_rank1'])}", f"{s['ratio']:.2f}x",
+                      f"{s['peer_verdict']}: {_ci_list(s['peer_d_rank1'])}", f"{s['ratio']:.2f}x", s.get("timing", "all rows in turns"),
                       ", ".join(f"{f['key']} ({f['verdict']})" for f in s["faster_not_within"]) or "-")
     return table
 
@@ -149,10 +149,11 @@ def write_report(result: dict, folder: Path) -> list[Path]:
     if result.get("summary"):
         lines += ["", (f"fbinfer's fastest path within the bar (|dRank@1| <= {result['config']['max_drift']:g} point in both "
                        "directions and its 95 % interval no wider), against the fastest peer at any drift:"), "",
-                  "| model | batch | fbinfer | pairs/s | dR@1 i2t / t2i | peer | pairs/s | peer verdict, dR@1 | ratio | faster, not within |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| model | batch | fbinfer | pairs/s | dR@1 i2t / t2i | peer | pairs/s | peer verdict, dR@1 | ratio | timed | faster, not within |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {s['model']} | {s['batch']} | {s['best']} | {s['best_pairs_per_s']} | {_ci_list(s['best_d_rank1'])} | "
                   f"{s['best_peer']} | {s['peer_pairs_per_s']} | {s['peer_verdict']}: {_ci_list(s['peer_d_rank1'])} | {s['ratio']:.2f}x | "
+                  f"{s.get('timing', 'all rows in turns')} | "
                   + (", ".join(f"{f['key']} ({f['verdict']})" for f in s["faster_not_within"]) or "-") + " |" for s in result["summary"]]
     if result["skipped"]:
         lines += ["", "Not run here:", ""] + [f"- {k}: {v}" for k, v in result["skipped"].items()]

@@ -72,6 +72,7 @@ class Speed:
     threads: int
     pct_of_peak: float
     peak_precision: str
+    head_to_head: dict | None = None  # {"pairs_per_s", "latency_ms", "iterations", "pause_ms"} for the summary's contenders
 
 
 def tuned_variant(v: Variant, mb: ModelBench) -> Variant | str:
@@ -135,11 +136,21 @@ def effective_precision(v: Variant, settings: dict[str, str]) -> str:
     return {"bf16": "bf16", "f32": "fp32", "f16": "fp16"}.get(chosen, v.precision) if v.precision != "int8" else v.precision
 
 
+NUMERICS_ONLY = ("numerics only, not timed: name it in --backends to score it (on the drift set it costs about what an fp32 row "
+                 "does, for no figure in the speed table or the summary)")
+
+
 def open_rows(mb: ModelBench, bc: BenchConfig, skipped: dict[str, str]) -> list[tuple[Variant, Runner]]:
-    """Every selected row that runs here, the reference first; the others go to ``skipped``."""
+    """Every selected row that runs here, the reference first; the others go to ``skipped``. With
+    no selection, every row that is timed: a numerics-only row (a TensorRT graph through ONNX
+    Runtime's CPU kernels) runs when named, so that the default bench spends its drift set on the
+    rows its speed table and summary show."""
     out = []
     for v in VARIANTS:
         if bc.backends is not None and v.key not in bc.backends and v.key != REFERENCE:
+            continue
+        if bc.backends is None and not v.timed:
+            skipped[f"{mb.name}/{v.key}"] = NUMERICS_ONLY
             continue
         row = tuned_variant(v, mb)
         runner, why = runner_for(row, mb) if isinstance(row, Variant) else (None, row)
@@ -243,18 +254,40 @@ def time_model(mb: ModelBench, rows: list[Row], timed: dict[str, Runner], bc: Be
         progress(f"{mb.name}: timing {len(timed)} rows at batch {b}, in turns (at least {bc.min_seconds:g} s for the slowest)")
         feeds = timing_feeds(mb, store, every_pair, b)
         text_len = float(feeds[ATTENTION_MASK].sum(1).mean())
+        speeds = {}
         for key, t in time_rows(timed, feeds, bc, f"{mb.name}: batch {b}, rows in turns").items():
             precision = by_key[key].precision
             peak_key = precision if precision in machine["peak_flops"] else "fp32"
             pct = 100 * flops_per_pair(mb.ck.config, round(text_len)) * t.pairs_per_s / machine["peak_flops"][peak_key]
-            out.append((by_key[key], Speed(b, round(t.pairs_per_s, 2), t.latency(), t.iterations, torch.get_num_threads(),
-                                           round(pct, 2), peak_key)))
+            speeds[key] = Speed(b, round(t.pairs_per_s, 2), t.latency(), t.iterations, torch.get_num_threads(), round(pct, 2), peak_key)
+        keys = contenders({k: sp.pairs_per_s for k, sp in speeds.items()}, by_key, bc.contender_share)
+        if keys:
+            progress(f"{mb.name}: batch {b}, head to head ({', '.join(keys)}), in turns with {bc.pause_s * 1e3:g} ms pauses")
+            for key, t in time_rows({k: timed[k] for k in keys}, feeds, bc, f"{mb.name}: batch {b}, head to head",
+                                    bc.pause_s).items():
+                speeds[key].head_to_head = {"pairs_per_s": round(t.pairs_per_s, 2), "latency_ms": t.latency(),
+                                            "iterations": t.iterations, "pause_ms": round(bc.pause_s * 1e3, 1)}
+        out += [(by_key[k], sp) for k, sp in speeds.items()]
     return out
 
 
-def time_rows(runners: dict[str, Runner], feeds: dict[str, np.ndarray], bc: BenchConfig, desc: str) -> dict[str, Timing]:
+def contenders(pairs_per_s: dict[str, float], rows: dict[str, Row], share: float) -> list[str]:
+    """The rows the summary may choose between, timed again head to head: on each side (fbinfer's
+    rows within the bar, the peers at any drift) every row at least ``share`` of its side's fastest
+    in the all-rows turns, where a neighbour's spinning threads move a fast row by up to 40 %
+    (docs/results/drift_bar.md). None when a side is empty: then there is no ratio to take."""
+    sides = ([k for k in pairs_per_s if not rows[k].peer and rows[k].drift and rows[k].drift.verdict == WITHIN],
+             [k for k in pairs_per_s if rows[k].peer])
+    if not all(sides):
+        return []
+    return [k for side in sides for k in side if pairs_per_s[k] >= share * max(pairs_per_s[x] for x in side)]
+
+
+def time_rows(runners: dict[str, Runner], feeds: dict[str, np.ndarray], bc: BenchConfig, desc: str,
+              pause_s: float = 0.0) -> dict[str, Timing]:
     """Every row on the same batch, in turns (one call each per round), for as many rounds as give
-    the slowest row ``min_seconds`` and every row at least ``min_iters`` calls."""
+    the slowest row ``min_seconds`` and every row at least ``min_iters`` calls; ``pause_s`` before
+    each call (``times_in_turns``)."""
     calls = [lambda r=r: r.infer(feeds) for r in runners.values()]
     slowest = 0.0
     for call in calls:
@@ -262,7 +295,7 @@ def time_rows(runners: dict[str, Runner], feeds: dict[str, np.ndarray], bc: Benc
         call()
         slowest = max(slowest, time.perf_counter() - start)
     rounds = max(bc.min_iters, math.ceil(bc.min_seconds / max(slowest, 1e-6)))
-    times = times_in_turns(calls, rounds, desc)
+    times = times_in_turns(calls, rounds, desc, pause_s=pause_s)
     return {key: timing(t, batch_size(feeds)) for key, t in zip(runners, times)}
 
 
@@ -275,20 +308,26 @@ def _peer_line(r: dict) -> dict:
 def summary(results: list[dict], max_drift: float) -> list[dict]:
     """Per model and batch: fbinfer's fastest row whose verdict is *within* the bar, against the
     fastest peer at any drift (with that peer's drift shown), their ratio, and the fbinfer rows
-    faster than the chosen one with their verdicts (beyond, or undecided: not proven within)."""
+    faster than the chosen one with their verdicts (beyond, or undecided: not proven within).
+    Speeds come from the head-to-head of the contenders (``contenders``) where the run has one,
+    else from the all-rows turns; the two are never mixed in one choice."""
     out = []
     timed = [r for r in results if r["batch"] is not None]
     for model, batch in sorted({(r["model"], r["batch"]) for r in timed}, key=lambda x: (x[0], x[1])):
         rows = [r for r in timed if r["model"] == model and r["batch"] == batch]
-        ours = [r for r in rows if not r["peer"] and r.get("drift") and r["drift"]["verdict"] == WITHIN]
-        peers = [r for r in rows if r["peer"]]
+        h2h = [r for r in rows if r.get("head_to_head")]
+        pool, speed = (h2h, lambda r: r["head_to_head"]) if h2h else (rows, lambda r: r)
+        ours = [r for r in pool if not r["peer"] and r.get("drift") and r["drift"]["verdict"] == WITHIN]
+        peers = [r for r in pool if r["peer"]]
         if not ours or not peers:
             continue
-        best, peer = max(ours, key=lambda r: r["pairs_per_s"]), max(peers, key=lambda r: r["pairs_per_s"])
-        faster = [_peer_line(r) for r in rows if not r["peer"] and r.get("drift") and r["pairs_per_s"] > best["pairs_per_s"]]
-        out.append({"model": model, "batch": batch, "max_drift": max_drift, "best": best["key"],
-                    "best_pairs_per_s": best["pairs_per_s"], "best_latency_p50_ms": best["latency_ms"]["p50"],
-                    "best_d_rank1": _peer_line(best)["d_rank1"], "best_peer": peer["key"], "peer_pairs_per_s": peer["pairs_per_s"],
+        best, peer = max(ours, key=lambda r: speed(r)["pairs_per_s"]), max(peers, key=lambda r: speed(r)["pairs_per_s"])
+        faster = [_peer_line(r) for r in rows if not r["peer"] and r.get("drift") and r["drift"]["verdict"] != WITHIN
+                  and r["pairs_per_s"] > best["pairs_per_s"]]  # both from the all-rows turns
+        out.append({"model": model, "batch": batch, "max_drift": max_drift, "timing": "head to head" if h2h else "all rows in turns",
+                    "best": best["key"], "best_pairs_per_s": speed(best)["pairs_per_s"],
+                    "best_latency_p50_ms": speed(best)["latency_ms"]["p50"], "best_d_rank1": _peer_line(best)["d_rank1"],
+                    "best_peer": peer["key"], "peer_pairs_per_s": speed(peer)["pairs_per_s"],
                     "peer_verdict": _peer_line(peer)["verdict"], "peer_d_rank1": _peer_line(peer)["d_rank1"],
-                    "ratio": round(best["pairs_per_s"] / peer["pairs_per_s"], 3), "faster_not_within": faster})
+                    "ratio": round(speed(best)["pairs_per_s"] / speed(peer)["pairs_per_s"], 3), "faster_not_within": faster})
     return out

@@ -2,6 +2,7 @@
 ``serve``, ``bench``, ``backends``, ``demo``."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +18,7 @@ from fbinfer.export.config import CalibrationConfig, ExportConfig
 from fbinfer.serve.config import CatalogOptions, Limits, api_key
 from fbinfer.serve.run import ServeConfig
 from fbinfer.serve.server import Ports
+from fbinfer.terminal import elapsed
 from fbinfer.tune.config import TUNE_LISTS, TuneConfig
 
 X, C = ExportConfig, CalibrationConfig  # the defaults below are theirs
@@ -161,12 +163,15 @@ def bench_cmd(
     data: Annotated[Path | None, typer.Option("--data", help="Data whose test split (or held-out synthetic catalogue) makes the drift set "
                                                              "(default: each checkpoint's training data).")] = None,
     batch: Annotated[str, typer.Option(help="Comma list of batch sizes.")] = ",".join(map(str, BenchConfig.batches)),
-    backends: Annotated[str | None, typer.Option(help="Comma list of backends (default: every one available here).")] = None,
+    backends: Annotated[str | None, typer.Option(help="Comma list of rows (default: every timed row available here; the "
+                                                      "numerics-only TensorRT graph rows run when named).")] = None,
     drift_queries: Annotated[int, typer.Option(help="Drift set: queries per direction.")] = DriftSetConfig.queries,
     drift_candidates: Annotated[int, typer.Option(help="Drift set: candidates per query, the truth included.")] = DriftSetConfig.candidates,
     seconds: Annotated[float, typer.Option(help="Minimum timed seconds per batch size for the slowest row.")] = BenchConfig.min_seconds,
     max_drift: Annotated[float, typer.Option(help="The drift bar: Rank@1 points (both directions) within which, and within which its 95 % "
                                                   "interval must fit, a path counts as within.")] = BenchConfig.max_drift,
+    pause_ms: Annotated[float, typer.Option(help="Head to head of the summary's contenders: untimed pause before each call, for the "
+                                                 "last runtime's threads to stop spinning.")] = BenchConfig.pause_s * 1e3,
     json_out: o.JsonOut = None,
     report: Annotated[Path | None, typer.Option(help="Folder for report.md and PNG plots.", callback=o.writable("--report", "report.md"))] = None,
 ) -> None:
@@ -181,8 +186,9 @@ def bench_cmd(
         if not models:
             raise FbinferError(f"nothing to bench: no model given and no demo models in {default_workdir()}; run `fbinfer demo` first")
     bc = BenchConfig(batches=o.ints(batch, "--batch"), backends=o.csv(backends) if backends else None, min_seconds=seconds,
-                     max_drift=max_drift, drift_set=DriftSetConfig(queries=drift_queries, candidates=drift_candidates)).validate()
-    result = bench(models, data, bc, progress=lambda m: console.print(f"[dim]{m}[/]"))
+                     max_drift=max_drift, pause_s=pause_ms / 1e3, drift_set=DriftSetConfig(queries=drift_queries, candidates=drift_candidates)).validate()
+    began = time.perf_counter()
+    result = bench(models, data, bc, progress=lambda m: console.print(f"[dim]{elapsed(began)} {m}[/]"))
     console.print(bench_table(result))
     if result["summary"]:
         console.print(summary_table(result))
