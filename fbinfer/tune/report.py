@@ -18,5 +18,6 @@ def tune_table(tuning: dict, title: str) -> Table:
         d = c["drift"]
         table.add_row(("* " if c["name"] in chosen else "  ") + c["name"], f"{c['pairs_per_s']:.0f}", f"{c['latency_ms']['p50']:.2f}",
                       ci_text(d, "i2t"), ci_text(d, "t2i"),
-                      f"{d['top1_agreement']:.3f}", c["verdict"], str(d["queries"]))
+                      f"{d['top1_agreement']:.3f}", c["verdict"] + ("" if c.get("inside_bar", True) or c["verdict"] != "within"
+                                                                       else ", interval past the bar"), str(d["queries"]))
     return table
