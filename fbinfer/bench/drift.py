@@ -14,7 +14,7 @@ from fbinfer.bench.driftset import DriftPairs
 from fbinfer.bundle.io_spec import LOGIT
 from fbinfer.data.candidates import DIRECTIONS, SHORT
 from fbinfer.errors import FbinferError
-from fbinfer.evaluation.paired import BEYOND, WITHIN, PairedDelta, expected_hits, paired_delta, verdict
+from fbinfer.evaluation.paired import BEYOND, WITHIN, PairedDelta, expected_hits, inside, paired_delta, verdict
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,7 +100,7 @@ def sequential_drift(reference: LazyScores, row: LazyScores, bar: float, cfg: Dr
         final = drift(ref, got, bar)
         if k == len(pairs.looks) - 1:
             return final
-        if all(-bar <= p.low and p.high <= bar for p in final.directions.values()):
+        if inside(final.directions.values(), bar):
             final.verdict = WITHIN
             return final
         if verdict([paired_delta(ref[d], got[d], cfg.interim_z) for d in DIRECTIONS], bar) == BEYOND:

@@ -15,6 +15,7 @@ discordant counts may then be fractional, which the score statistic takes as the
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -101,6 +102,12 @@ def paired_delta(reference: np.ndarray, other: np.ndarray, z: float = Z95) -> Pa
     low, high = score_interval(b, c, n, z)
     agree = float(np.mean(reference.argmax(1) == other.argmax(1))) if n else float("nan")
     return PairedDelta(100 * (b - c) / max(n, 1), 100 * low, 100 * high, n, b, c, agree, truth_ties(reference), truth_ties(other))
+
+
+def inside(deltas: Iterable[PairedDelta], bar: float) -> bool:
+    """Every direction's whole interval inside [-bar, bar]: the equivalence test, stricter than
+    ``verdict``'s *within* (the bench's interim looks stop on it, the tuner chooses by it)."""
+    return all(-bar <= d.low and d.high <= bar for d in deltas)
 
 
 def verdict(deltas: list[PairedDelta], bar: float) -> str:

@@ -34,7 +34,7 @@ from fbinfer.bundle.plan import Plan
 from fbinfer.data.features import FeatureStore
 from fbinfer.errors import FbinferError
 from fbinfer.evaluation.evaluate import eval_pairs
-from fbinfer.evaluation.paired import WITHIN
+from fbinfer.evaluation.paired import WITHIN, inside
 from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.exporter import calibration_feeds, versions
 from fbinfer.machine import cpu_flags
@@ -59,8 +59,7 @@ class Candidate:
         fastest of many candidates, and a plan whose interval reaches past the bar is the one the
         noise favours (on 7 December such a plan, within on the tuning lists at -0.82
         [-1.70, +0.04], was beyond on the bench's drift set: docs/results/drift_bar.md)."""
-        bar = self.drift.bar
-        return self.drift.verdict == WITHIN and all(-bar <= p.low and p.high <= bar for p in self.drift.directions.values())
+        return self.drift.verdict == WITHIN and inside(self.drift.directions.values(), self.drift.bar)
 
     def to_dict(self) -> dict:
         return {**self.plan.to_dict(), "file": self.file, "verdict": self.drift.verdict, "inside_bar": self.inside_bar,
