@@ -133,14 +133,14 @@ def planted_pairs(galleries: int = 100, size: int = 16, seed: int = 0):
     """A drift set of hand-made scores: ``galleries`` x size^2 pairs in batches of 64, the truth
     (the grid's diagonal) ahead of its gallery in about 70 % of rows and columns."""
     from fbinfer.bench.config import DriftSetConfig
-    from fbinfer.bench.driftset import DriftPairs
+    from fbinfer.bench.driftset import DriftPairs, look_ends
 
     rng = np.random.default_rng(seed)
     grids = np.arange(galleries * size * size).reshape(galleries, size, size)
     flat = rng.normal(size=grids.size)
     flat[grids[:, np.arange(size), np.arange(size)].ravel()] += 2.5
     cfg = DriftSetConfig(queries=galleries * size, candidates=size)
-    ends = sorted({int(np.ceil(f * galleries)) for f in cfg.looks})
+    ends = look_ends(cfg.looks, galleries)
     batches = [{"input_ids": np.zeros((64, 1)), "k": np.array([k])} for k in range(grids.size // 64)]
     return DriftPairs(None, [e * size for e in ends], batches, [e * size * size // 64 for e in ends], grids), flat, cfg
 

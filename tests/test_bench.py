@@ -39,6 +39,30 @@ def test_timing_in_turns_calls_each_contender_once_per_round_in_shuffled_order()
     assert len(medians) == 2 and medians[1] >= 10 > medians[0]
 
 
+def test_time_rows_counts_pauses_in_its_seconds_and_warms_each_row_once(monkeypatch):
+    """Rounds fill ``min_seconds`` with the slowest row's calls and the pauses before them (here
+    calls of no time, so the pauses: 0.1 s / 10 ms = 10 rounds), at least ``min_iters``; the one
+    untimed call that finds the slowest row is each row's only warm-up."""
+    from fbinfer.bench import run
+    from fbinfer.evaluation import timing as timing_module
+
+    class Counting:
+        def __init__(self):
+            self.calls = 0
+
+        def infer(self, feeds):
+            self.calls += 1
+
+    monkeypatch.setattr(timing_module.time, "sleep", lambda s: None)
+    rows = {"a": Counting(), "b": Counting()}
+    feeds = {"input_ids": np.zeros((4, 3), dtype=np.int64)}
+    out = run.time_rows(rows, feeds, BenchConfig(min_seconds=0.1, min_iters=3), "test", pause_s=0.01)
+    assert {k: t.iterations for k, t in out.items()} == {"a": 10, "b": 10}
+    assert all(r.calls == 11 for r in rows.values())
+    out = run.time_rows(rows, feeds, BenchConfig(min_seconds=0.1, min_iters=30), "test", pause_s=0.01)
+    assert out["a"].iterations == 30
+
+
 def test_spearman_by_hand():
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1.0)

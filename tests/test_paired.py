@@ -73,3 +73,18 @@ def test_default_drift_set_decides_a_path_with_97_percent_agreement():
     for gained, lost in ((0.015 * n, 0.015 * n), (0.0, 0.03 * n), (0.01 * n, 0.02 * n)):
         low, high = score_interval(gained, lost, n)
         assert 100 * (high - low) / 2 <= 1.0
+
+
+def test_default_first_look_settles_a_row_that_changes_no_query():
+    """The bench's first look is the fewest whole galleries whose interval with no query changed
+    lies inside the 1-point bar (an exact row stops there); one gallery fewer would not."""
+    from fbinfer.bench.driftset import look_ends
+
+    cfg = DriftSetConfig()
+    galleries = -(-cfg.queries // cfg.candidates)
+    first = look_ends(cfg.looks, galleries)[0]
+    assert look_ends(cfg.looks, galleries) == [24, 40, 60, 80]  # 0.3 of 80 is 24 galleries, not 25
+    low, high = score_interval(0, 0, first * cfg.candidates)
+    assert -0.01 <= low and high <= 0.01
+    low, high = score_interval(0, 0, (first - 1) * cfg.candidates)
+    assert high > 0.01

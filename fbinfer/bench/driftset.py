@@ -2,7 +2,7 @@
 
 It must be large enough for the drift bar to decide. A row's Rank@1 change is a paired
 difference over queries (``fbinfer.evaluation.paired``): a path that keeps 97 % of PyTorch's
-top-1 choices needs about 1,300 queries per direction before its 95 % interval is no wider than
+top-1 choices needs about 1,280 queries per direction before its 95 % interval is no wider than
 1 point either side, where the eval lists have 240 (synthetic data) or fewer.
 
 So the drift set is made of galleries: groups of G products (16 by default), one image and one
@@ -73,6 +73,12 @@ def galleries(items: list[Item], size: int, queries: int, seed: int) -> list[lis
     return [groups[j] for j in rng.permutation(len(groups))][:math.ceil(queries / size)]
 
 
+def look_ends(looks: tuple[float, ...], galleries: int) -> list[int]:
+    """The galleries scored by each look: the shares ``looks`` of ``galleries``, rounded up (a
+    float's last bit aside: 0.3 of 80 is 24, not 25)."""
+    return sorted({max(1, math.ceil(f * galleries - 1e-9)) for f in looks})
+
+
 def lists_of(grids: np.ndarray) -> dict[str, np.ndarray]:
     """(galleries, G, G) flat indices of (caption a, image b) -> per direction, (galleries * G, G)
     indices of each query's candidates, its truth first: captions ranked for an image (a column of
@@ -99,7 +105,7 @@ class DriftPairs:
     def build(cls, data: DataSource, store: FeatureStore, tokenizer, cfg: DriftSetConfig) -> DriftPairs:
         """``store`` must hold the features of ``data.test``."""
         groups = galleries(data.test, cfg.candidates, cfg.queries, cfg.seed)
-        ends = sorted({max(1, math.ceil(f * len(groups))) for f in cfg.looks})
+        ends = look_ends(cfg.looks, len(groups))
         batches: list[dict[str, np.ndarray]] = []
         batches_at, where, start = [], {}, 0
         for end in ends:

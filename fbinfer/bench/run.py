@@ -285,17 +285,18 @@ def contenders(pairs_per_s: dict[str, float], rows: dict[str, Row], share: float
 
 def time_rows(runners: dict[str, Runner], feeds: dict[str, np.ndarray], bc: BenchConfig, desc: str,
               pause_s: float = 0.0) -> dict[str, Timing]:
-    """Every row on the same batch, in turns (one call each per round), for as many rounds as give
-    the slowest row ``min_seconds`` and every row at least ``min_iters`` calls; ``pause_s`` before
-    each call (``times_in_turns``)."""
+    """Every row on the same batch, in turns (one call each per round), for as many rounds as fill
+    ``min_seconds`` with the slowest row's calls and the pauses before them, and give every row at
+    least ``min_iters`` calls; ``pause_s`` before each call (``times_in_turns``). One untimed call
+    of each, to find the slowest, is the warm-up."""
     calls = [lambda r=r: r.infer(feeds) for r in runners.values()]
     slowest = 0.0
     for call in calls:
         start = time.perf_counter()
         call()
         slowest = max(slowest, time.perf_counter() - start)
-    rounds = max(bc.min_iters, math.ceil(bc.min_seconds / max(slowest, 1e-6)))
-    times = times_in_turns(calls, rounds, desc, pause_s=pause_s)
+    rounds = max(bc.min_iters, math.ceil(bc.min_seconds / max(slowest + pause_s, 1e-6)))
+    times = times_in_turns(calls, rounds, desc, pause_s=pause_s, warmup=False)
     return {key: timing(t, batch_size(feeds)) for key, t in zip(runners, times)}
 
 

@@ -167,7 +167,8 @@ def bench_cmd(
                                                       "numerics-only TensorRT graph rows run when named).")] = None,
     drift_queries: Annotated[int, typer.Option(help="Drift set: queries per direction.")] = DriftSetConfig.queries,
     drift_candidates: Annotated[int, typer.Option(help="Drift set: candidates per query, the truth included.")] = DriftSetConfig.candidates,
-    seconds: Annotated[float, typer.Option(help="Minimum timed seconds per batch size for the slowest row.")] = BenchConfig.min_seconds,
+    seconds: Annotated[float, typer.Option(help="Minimum seconds per batch size for the slowest row: its timed calls and, head to head, "
+                                                  "the pauses before them.")] = BenchConfig.min_seconds,
     max_drift: Annotated[float, typer.Option(help="The drift bar: Rank@1 points (both directions) within which, and within which its 95 % "
                                                   "interval must fit, a path counts as within.")] = BenchConfig.max_drift,
     pause_ms: Annotated[float, typer.Option(help="Head to head of the summary's contenders: untimed pause before each call, for the "
