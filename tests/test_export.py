@@ -21,7 +21,7 @@ from fbinfer.export.config import CalibrationConfig
 from fbinfer.export.exporter import ExportConfig, export_bundle
 from fbinfer.export.fused_model import ExportGraph, patch_averaging_matrix
 from fbinfer.export.graphs import as_torch, nonstandard_ops
-from fbinfer.export.qdq import check_qdq, qdq_matmuls, weight_ops
+from fbinfer.export.qdq import check_qdq, cls_only, qdq_matmuls, weight_ops
 from fbinfer.model.checkpoint import load_checkpoint
 
 FP32_TOLERANCE = 1e-4  # the issue's contract on the logit; reduced precisions: helpers.PARITY_BARS
@@ -138,13 +138,16 @@ def test_int8_qdq_follows_tensorrt_rules(bundle):
 def test_int8_quantizes_exactly_the_matmuls_outside_the_excluded_parts(bundle):
     """Found by what they compute (a MatMul/Gemm with a constant weight) and where they sit (the
     exporter's module scope), not by node names: with embeddings, head and layer 0 excluded, the
-    tiny model's 2 layers leave layer 1's 6 Linear layers (Q, K, V, attention out, FFN in and out);
-    each weight is the (smoothed) FP32 weight rounded per output channel."""
+    tiny model's 2 layers leave layer 1's keys and values (its query, output and feed-forward see
+    [CLS] alone and stay float: ``qdq.cls_only``); each weight is the (smoothed) FP32 weight
+    rounded per output channel."""
     fp32 = onnx.load(str(bundle / "trt.fp32.onnx"))
     ops = weight_ops(fp32)
     by_group = {g: [o for o in ops if o.group == g] for g in {o.group for o in ops}}
     assert {g: len(v) for g, v in by_group.items()} == {"embeddings": 1, "layer:0": 6, "layer:1": 6, "head": 2}
-    layer1 = {o.node for o in by_group["layer:1"]}
+    cls = cls_only(fp32)
+    layer1 = {o.node for o in by_group["layer:1"]} - cls
+    assert len(layer1) == 2 and len(cls & {o.node for o in by_group["layer:1"]}) == 4  # K, V; Q, out, FFN in, FFN out
     weights = {i.name: numpy_helper.to_array(i) for i in fp32.graph.initializer}
     for key in ("trt.int8", "ov.int8"):
         m = manifest(bundle)["graphs"][key]
@@ -155,7 +158,7 @@ def test_int8_quantizes_exactly_the_matmuls_outside_the_excluded_parts(bundle):
         dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
         for op in ops:
             w_in = nodes[op.node].input[1]
-            if op.group != "layer:1":  # kept float
+            if op.node not in layer1:  # kept float
                 assert w_in not in dq and q[w_in].dtype != np.int8, (key, op)
                 continue
             node = dq[w_in]
@@ -171,21 +174,22 @@ def test_int8_quantizes_exactly_the_matmuls_outside_the_excluded_parts(bundle):
 
 
 def test_int8_attention_adds_the_attention_products_of_the_quantized_layers(tiny_model, tiny_data, tmp_path):
-    """``--int8-attention``: Model Optimizer's Q/DQ on both inputs of layer 1's Q.K^T and P.V too
-    (TensorRT's INT8 attention), still none in the excluded layer 0."""
+    """``--int8-attention``: Model Optimizer's Q/DQ on both inputs of layer 0's Q.K^T and P.V too
+    (TensorRT's INT8 attention) when layer 0 is not excluded; none in layer 1's, which see [CLS] alone."""
     from fbinfer.data.source import load_data
 
     out = tmp_path / "attn.bundle"
     m = export_bundle(tiny_model, load_data(tiny_data), out,
                       ExportConfig(precisions=("fp32", "int8"), targets=("tensorrt",), int8_attention=True, parity_queries=2,
-                                   calibration=CalibrationConfig(batches=2, batch_size=16)))
+                                   calibration=CalibrationConfig(batches=2, batch_size=16, exclude=("embeddings", "head"))))
     q = m["graphs"]["trt.int8"]["quantization"]
     fp32 = onnx.load(str(out / "trt.fp32.onnx"))
     weights = {o.node for o in weight_ops(fp32)}
     products = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.name not in weights and n.input[0] != "average"]
     assert len(products) == 4 and q["attention_products"] == "int8"  # Q.K^T and P.V of each layer
-    layer1 = {o.node for o in weight_ops(fp32) if o.group == "layer:1"}
-    assert set(q["matmuls"]["int8"]) == layer1 | {n.name for n in products[2:]}  # layer 0's stay float
+    layers = {o.node for o in weight_ops(fp32) if o.group.startswith("layer:")} - cls_only(fp32)
+    assert len(layers) == 8 and {n.name for n in products[2:]} <= cls_only(fp32)
+    assert set(q["matmuls"]["int8"]) == layers | {n.name for n in products[:2]}  # layer 1's products see [CLS] alone
     assert check_qdq(onnx.load(str(out / "trt.int8.onnx"))) == []
 
 
@@ -224,11 +228,12 @@ def test_cpu_int8_keeps_excluded_parts_float_and_quantizes_weights_per_channel(b
     model = onnx.load(str(bundle / g["file"]))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     nodes = {n.name: n for n in model.graph.node}
-    assert len(keep) == 1 + 6 + 2  # patch projection, layer 0 (Q, K, V, attention out, FFN in, out), pooler + TIA
+    assert len(keep) == 1 + 6 + 4 + 2  # patch projection, layer 0 (Q, K, V, attention out, FFN in, out), layer 1's
+    # [CLS]-only Q, attention out, FFN in and out, pooler + TIA
     for name in keep:
         assert inits[nodes[name].input[1]].dtype == np.float32, name
     weights = {n: a for n, a in inits.items() if a.dtype == np.int8 and a.ndim == 2}
-    assert len(weights) == 6  # layer 1
+    assert len(weights) == 2  # layer 1's K and V
     for name, w in weights.items():
         scale = inits[name.removesuffix("_quantized") + "_scale"]
         assert scale.shape == (w.shape[1],), name  # one scale per output channel
@@ -242,22 +247,22 @@ def test_patch_average_matmul_is_always_excluded_from_cpu_int8(bundle):
 
     graph = bundle / "trt.fp32.onnx"
     average = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "MatMul" and n.input[0] == "average"]
-    assert len(average) == 1 and excluded_nodes(graph, ()) == average
+    assert len(average) == 1 and set(excluded_nodes(graph, ())) == set(average) | cls_only(onnx.load(str(graph)))
 
 
 def test_int8_graphs_are_smoothed(bundle):
     """fbinfer's SmoothQuant before Model Optimizer and ONNX Runtime's quantizers (neither smooths);
     NNCF's own for OpenVINO's graph."""
     graphs = manifest(bundle)["graphs"]
-    # layer 1 (the only quantized one): the inputs of Q/K/V (shared), attention out, FFN in and FFN out
-    smoothing = {"alpha": 0.75, "scaled_activations": 4}
+    # layer 1's K and V (the only quantized ones): their shared input
+    smoothing = {"alpha": 0.75, "scaled_activations": 1}
     assert graphs["ort.int8"]["smoothing"] == smoothing and "SmoothQuant" in graphs["ort.int8"]["scheme"]
     assert graphs["trt.int8"]["quantization"]["smoothing"] == {"by": "fbinfer", **smoothing}
     assert graphs["ov.int8"]["quantization"]["smoothing"] == {"by": "nncf"}
     for name in ("ort.int8", "trt.int8"):
         nodes = onnx.load(str(bundle / graphs[name]["file"])).graph.node
         smoothed = {n.output[0] for n in nodes if n.name.endswith("_smooth") and n.op_type == "Mul"}
-        assert len(smoothed) == 4, name
+        assert len(smoothed) == 1, name
     # in the TensorRT graph, each smoothed activation is what a QuantizeLinear reads
     assert smoothed <= {n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
 

@@ -11,6 +11,10 @@ few large ops an inference engine wants.
   Q.K^T (the pattern TensorRT's guide asks for, fused by every TensorRT since 8.x, so it parses
   on the 10.12 floor); ``"onnx-attention"``: ``scaled_dot_product_attention``, exported at opset
   23 as one ONNX ``Attention`` node (TensorRT's parser maps it to IAttention from 10.14 on).
+- The last layer runs its query, output and feed-forward on [CLS] alone: the pooler reads
+  nothing else, and keys and values still come from every token, so the logit is the same
+  while the last layer costs about a sixth of the others (a 2-layer student: 1.4x the pairs/s
+  in OpenVINO bf16, docs/results/cls_only.md).
 - The additive key mask uses -10000, not the dtype's minimum, so FP16 graphs cannot overflow it.
 """
 from __future__ import annotations
@@ -53,16 +57,20 @@ class ExportLayer(nn.Module):
         b, n, h = x.shape
         return x.reshape(b, n, self.heads, h // self.heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, n, h = x.shape
-        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """x: (B, N, H) -> (B, rows or N, H). ``rows``: the leading tokens whose output is wanted;
+        keys and values still come from every token, so those rows are exactly what the whole
+        layer would give them (the last layer needs only [CLS], for the pooler)."""
+        b, _, h = x.shape
+        xq = x if rows is None else x[:, :rows]
+        q, k, v = self.split(self.q(xq)), self.split(self.k(x)), self.split(self.v(x))
         if self.attention == "matmul":
             q = q * (1.0 / math.sqrt(h // self.heads))
             ctx = torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1) @ v
         else:
             # ONNX Runtime's Attention kernel wants the mask's query axis spelled out (no broadcast)
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.expand(-1, -1, n, -1))
-        x = self.attn_norm(self.attn_out(ctx.transpose(1, 2).reshape(b, n, h)) + x)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.expand(-1, -1, q.shape[2], -1))
+        x = self.attn_norm(self.attn_out(ctx.transpose(1, 2).reshape(b, q.shape[2], h)) + xq)
         return self.ffn_norm(self.ffn_out(F.gelu(self.ffn_in(x))) + x)
 
 
@@ -98,6 +106,6 @@ class ExportGraph(nn.Module):
         x = torch.cat([text, image], dim=1)
         keep = torch.cat([attention_mask.to(x.dtype), x.new_ones(x.shape[0], self.image_tokens)], dim=1)
         mask = ((1.0 - keep) * MASK_VALUE)[:, None, None, :]
-        for layer in self.layers:
-            x = layer(x, mask)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, rows=1 if i == len(self.layers) - 1 else None)  # the pooler reads [CLS] only
         return self.tia(torch.tanh(self.pooler(x[:, 0]))).squeeze(-1)

@@ -53,7 +53,8 @@ def smooth(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], exclude: 
     multiplied by s_j, so the float product is unchanged but X's per-tensor INT8 scale no longer
     spends its range on a few channels. Returns the new graph and the number of Muls added."""
     matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}  # Gemm (the head) has no row-scalable input
-    ops = [o for o in weight_ops(model) if o.group not in exclude and o.node in matmuls]
+    floats = set(excluded_matmuls(model, exclude))
+    ops = [o for o in weight_ops(model) if o.node in matmuls and o.node not in floats]
     readers: dict[str, list[WeightOp]] = {}
     for o in ops:
         readers.setdefault(o.activation, []).append(o)

@@ -38,13 +38,30 @@ def weight_ops(model: onnx.ModelProto) -> list[WeightOp]:
 
 def _group(node: onnx.NodeProto) -> str:
     """Which part of the model a node belongs to, from the exporter's module scopes."""
-    scopes = next((_scopes(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), [])
-    for s in scopes:
+    for s in _node_scopes(node):
         if s.startswith("layers."):
             return f"layer:{s.split('.')[1]}"
         if s in ("pooler", "tia"):
             return "head"
     return "embeddings"
+
+
+def _node_scopes(node: onnx.NodeProto) -> list[str]:
+    return next((_scopes(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), [])
+
+
+def cls_only(model: onnx.ModelProto) -> set[str]:
+    """The last layer's MatMuls that see [CLS] alone (``ExportLayer(rows=1)``): its query,
+    attention products, output and feed-forward; its keys and values see every token. One row
+    per pair: too few to calibrate INT8 ranges on, and too small a share of the work for INT8 to pay."""
+    layers = {n.name: _group(n) for n in model.graph.node if n.op_type in ("MatMul", "Gemm")}
+    last = max((g for g in layers.values() if g.startswith("layer:")), key=lambda g: int(g.split(":")[1]), default=None)
+    if last is None:
+        return set()
+    if not any(n.op_type == "Slice" and _group(n) == last for n in model.graph.node):
+        return set()  # a last layer that runs every token (a bundle exported before 7 December 2026)
+    kv = {f"layers.{last.split(':')[1]}.{p}" for p in ("k", "v")}
+    return {n.name for n in model.graph.node if layers.get(n.name) == last and not kv & set(_node_scopes(n))}
 
 
 def _scopes(text: str) -> list[str]:
@@ -55,11 +72,12 @@ def _scopes(text: str) -> list[str]:
 
 def excluded_matmuls(model: onnx.ModelProto, groups: tuple[str, ...]) -> list[str]:
     """The MatMul/Gemm nodes to keep in float: every one in the excluded groups (a layer's attention
-    products with its Linear layers), and every MatMul whose *first* input is a constant (the
-    patch-averaging matrix: no weight, and rounding that fixed matrix to int8 would only add error)."""
-    inits = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node
-            if n.op_type in ("MatMul", "Gemm") and (_group(n) in groups or n.op_type == "MatMul" and n.input[0] in inits)]
+    products with its Linear layers), every MatMul whose *first* input is a constant (the
+    patch-averaging matrix: no weight, and rounding that fixed matrix to int8 would only add error),
+    and the last layer's [CLS]-only ones (``cls_only``)."""
+    inits, cls = {i.name for i in model.graph.initializer}, cls_only(model)
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+            and (_group(n) in groups or n.op_type == "MatMul" and n.input[0] in inits or n.name in cls)]
 
 
 def quantizer_version(package: str, missing: str) -> str:
