@@ -28,6 +28,9 @@ def test_flops_against_a_hand_count():
             + 64 * 64 + 64)  # pooler, TIA
     assert flops_per_pair(cfg, 10) == 2 * hand == 11_688_320
     assert flops_per_pair(replace(cfg, num_layers=2), 10) - flops_per_pair(cfg, 10) == 2 * (4 * seq * 64 * 64 + 2 * seq * seq * 64 + 2 * seq * 64 * 128)
+    # the export graph's last layer on [CLS] alone: keys and values of every token, the rest for one row
+    cls = 2 * seq * 64 * 64 + 2 * 64 * 64 + 2 * seq * 64 + 2 * 64 * 128
+    assert flops_per_pair(cfg, 10, cls_only=True) == 2 * (hand - (4 * seq * 64 * 64 + 2 * seq * seq * 64 + 2 * seq * 64 * 128) + cls)
 
 
 def test_timing_in_turns_calls_each_contender_once_per_round_in_shuffled_order():
@@ -120,6 +123,8 @@ def test_bench_json_schema(tiny_bench):
     assert ov["ov-default"]["settings"]["hints"] == "defaults" and ov["ov-default"]["settings"]["graph"] == "plain.fp32.onnx"
     assert ov["ov-default"]["precision"] in ("fp32", "bf16")  # what OpenVINO chose, read back
     assert ov["ov-int8"]["settings"]["graph"] == "ov.int8.onnx" and ov["ov-int8"]["precision"] == "int8"
+    last = {x["key"]: x["last_layer"] for x in r["results"]}  # what each row's % of peak counts
+    assert {k for k, v in last.items() if v == "[CLS] only"} == {"ort-fused", "ort-int8", "ov-int8", "trt-fp16-graph"}
     fused = next(x for x in r["results"] if x["key"] == "ort-fused")
     assert fused["drift"]["max_abs_dlogit"] < 1e-4 and fused["drift"]["top1_agreement"] == 1.0
     assert fused["drift"]["verdict"] == "undecided" and fused["drift"]["queries"] == 60  # 60 queries cannot say "within 1 point"

@@ -36,6 +36,7 @@ from fbinfer.evaluation.evaluate import eval_pairs
 from fbinfer.evaluation.paired import WITHIN
 from fbinfer.evaluation.timing import Timing, peak_flops, times_in_turns, timing
 from fbinfer.export.exporter import versions
+from fbinfer.export.fused_model import EVERY_TOKEN
 from fbinfer.machine import cpu_flags
 from fbinfer.threads import torch_threads
 
@@ -55,6 +56,7 @@ class Row:
     rank: dict
     drift: RowDrift | None = None
     drift_seconds: float = 0.0
+    last_layer: str = EVERY_TOKEN  # fbinfer's bundle graphs run it on [CLS] alone (the FLOPs its % of peak counts)
 
     def to_dict(self, speed: Speed | None = None) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "drift"}
@@ -183,13 +185,21 @@ def measure_drift(mb: ModelBench, opened: list[tuple[Variant, Runner]], bc: Benc
         flat = scores.upto(pairs.looks.index(queries))
         settings = runner.describe()
         rows.append(Row(mb.name, v.key, v.backend, effective_precision(v, settings), v.variant, v.peer, settings,
-                        rank_report(pairs.matrices(flat, queries)), d, round(time.perf_counter() - start, 2)))
+                        rank_report(pairs.matrices(flat, queries)), d, round(time.perf_counter() - start, 2), last_layer(v, mb)))
         left = (time.perf_counter() - began) / (n + 1) * (len(opened) - n - 1)
         progress(f"{mb.name}: {v.key}: " + (verdict_line(d) if d else "reference") + f" ({rows[-1].drift_seconds:.0f} s; "
                  f"about {left / 60:.1f} min of drift left for this model)")
     furthest = max(k for k, end in enumerate(pairs.batches_at) if end <= len(reference.logits))  # no pair scored for this alone
     next(r for r in rows if r.key == REFERENCE).rank = rank_report(pairs.matrices(reference.upto(furthest), pairs.looks[furthest]))
     return rows, pairs
+
+
+def last_layer(v: Variant, mb: ModelBench) -> str:
+    """What a row's last layer computes: torch and the plain export run it on every token; the
+    bundle's graphs as the manifest says (on [CLS] alone since 7 December 2026)."""
+    if v.backend == "torch" or isinstance(v.graph, str):
+        return EVERY_TOKEN
+    return mb.bundle.graphs()[("tensorrt", "fp32")].get("last_layer", EVERY_TOKEN)
 
 
 def verdict_line(d: RowDrift) -> str:
@@ -258,7 +268,8 @@ def time_model(mb: ModelBench, rows: list[Row], timed: dict[str, Runner], bc: Be
         for key, t in time_rows(timed, feeds, bc, f"{mb.name}: batch {b}, rows in turns").items():
             precision = by_key[key].precision
             peak_key = precision if precision in machine["peak_flops"] else "fp32"
-            pct = 100 * flops_per_pair(mb.ck.config, round(text_len)) * t.pairs_per_s / machine["peak_flops"][peak_key]
+            flops = flops_per_pair(mb.ck.config, round(text_len), cls_only=by_key[key].last_layer != EVERY_TOKEN)
+            pct = 100 * flops * t.pairs_per_s / machine["peak_flops"][peak_key]
             speeds[key] = Speed(b, round(t.pairs_per_s, 2), t.latency(), t.iterations, torch.get_num_threads(), round(pct, 2), peak_key)
         keys = contenders({k: sp.pairs_per_s for k, sp in speeds.items()}, by_key, bc.contender_share)
         if keys:

@@ -34,6 +34,7 @@ from fbinfer.errors import BackendUnavailable, FbinferError, ParityError
 from fbinfer.export import modelopt_int8, onnxruntime_int8, openvino_int8, qdq
 from fbinfer.export.config import CalibrationConfig, ExportConfig
 from fbinfer.export.extractor import export_extractor
+from fbinfer.export.fused_model import CLS_ONLY
 from fbinfer.export.graphs import OPSET, check_graph, export_fp32, fuse_for_onnxruntime, nonstandard_ops, op_counts, to_fp16
 from fbinfer.export.parity import ParitySet, compare
 from fbinfer.fileio import atomic_path, sha256
@@ -149,7 +150,7 @@ def export_bundle(checkpoint: Path, data: DataSource, out: Path, ec: ExportConfi
         fp32 = export_fp32(ck.model, job.bundle.graph_path("tensorrt", "fp32"), ec.attention, ec.max_batch)
         if nonstandard_ops(fp32):
             raise FbinferError(f"export failed: TensorRT graph has non-standard ops {nonstandard_ops(fp32)}")
-        entry = job.add("tensorrt", "fp32", opset=OPSET[ec.attention], attention=ec.attention)
+        entry = job.add("tensorrt", "fp32", opset=OPSET[ec.attention], attention=ec.attention, last_layer=CLS_ONLY)
         if "fp32" not in ec.precisions:
             entry["note"] = "always written: every other graph is derived from it"
         ov_here = "openvino" in ec.targets and openvino.unavailable() is None

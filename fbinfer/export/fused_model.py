@@ -29,6 +29,7 @@ from fbinfer.errors import FbinferError
 from fbinfer.model.fashionbert import FashionBert
 
 ATTENTION_KINDS = ("matmul", "onnx-attention")
+CLS_ONLY, EVERY_TOKEN = "[CLS] only", "every token"  # what the last layer computes, as the manifest records it
 MASK_VALUE = -10000.0
 
 
@@ -77,7 +78,9 @@ class ExportLayer(nn.Module):
 class ExportGraph(nn.Module):
     """(input_ids, attention_mask, patches) -> TIA logit, numerically FashionBert.forward in eval mode."""
 
-    def __init__(self, model: FashionBert, attention: str = "matmul"):
+    def __init__(self, model: FashionBert, attention: str = "matmul", cls_only: bool = True):
+        """``cls_only``: the last layer's query, output and feed-forward on [CLS] alone (False: on
+        every token, as ``FashionBert.forward`` does; benchmarks/cls_only.py measures the two)."""
         super().__init__()
         if attention not in ATTENTION_KINDS:
             raise FbinferError(f"--attention must be one of {', '.join(ATTENTION_KINDS)}, not {attention!r}")
@@ -97,6 +100,7 @@ class ExportGraph(nn.Module):
         self.layers = nn.ModuleList(ExportLayer(layer, cfg.num_heads, attention) for layer in model.bert.encoder.layer)
         self.pooler, self.tia = model.bert.pooler.dense, model.tia
         self.image_tokens = cfg.image_tokens
+        self.cls_only = cls_only
         self.eval()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
@@ -107,5 +111,5 @@ class ExportGraph(nn.Module):
         keep = torch.cat([attention_mask.to(x.dtype), x.new_ones(x.shape[0], self.image_tokens)], dim=1)
         mask = ((1.0 - keep) * MASK_VALUE)[:, None, None, :]
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, rows=1 if i == len(self.layers) - 1 else None)  # the pooler reads [CLS] only
+            x = layer(x, mask, rows=1 if self.cls_only and i == len(self.layers) - 1 else None)  # the pooler reads [CLS] only
         return self.tia(torch.tanh(self.pooler(x[:, 0]))).squeeze(-1)
