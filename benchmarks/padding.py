@@ -1,0 +1,135 @@
+"""What the padding of a mixed batch costs, and two ways of not computing it that fbinfer did not
+build: the bench's timing batch (64 real pairs over the caption lengths, padded to the longest)
+run (a) whole, (b) cut by caption length into k sub-batches each padded to its own longest
+(k = 2, 4, 8), and (c) through a graph whose Linear layers see the real tokens only (NonZero,
+Gather, ScatterND around each attention: "remove padding"), all from the [CLS]-only export
+graph, on OpenVINO bf16 and ONNX Runtime fp32, in shuffled turns with 50 ms pauses.
+
+    python benchmarks/padding.py /work/exp/demo/teacher.pt --json benchmarks/results/padding_teacher.json
+
+Why: on 7 December the teacher stayed at 1.23-1.25x OpenVINO's defaults (goal 1.3x), and a
+third of the batch's tokens are padding (docs/results/cls_only.md).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fbinfer.backends.registry import open_runner
+from fbinfer.bench.models import resolve
+from fbinfer.bench.run import timing_feeds
+from fbinfer.bundle.io_spec import ATTENTION_MASK, INPUT_IDS, LOGIT
+from fbinfer.data.features import FeatureStore
+from fbinfer.evaluation.evaluate import eval_pairs
+from fbinfer.evaluation.timing import times_in_turns
+from fbinfer.export.fused_model import MASK_VALUE, ExportGraph
+from fbinfer.export.graphs import OPSET, as_torch, trace
+from fbinfer.fileio import sha256, write_json
+from fbinfer.machine import cpu_flags
+from fbinfer.threads import torch_threads
+
+RUNS = (("openvino", "bf16"), ("onnxruntime", "fp32"))
+
+
+class Unpadded(ExportGraph):
+    """``ExportGraph`` with the Linear layers, norms and feed-forward on the real tokens only
+    (N, H); each attention pads keys, values and queries back to (B, T, H) and the result is
+    gathered again. The last layer runs on [CLS] alone, as in the export."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1]
+        text = self.text_norm(self.word(input_ids) + self.text_const[:t])
+        image = self.patch_norm((self.average @ patches) @ self.patch_weight + self.patch_const)
+        x = torch.cat([text, image], dim=1)
+        b, n, h = x.shape
+        keep = torch.cat([attention_mask.to(x.dtype), x.new_ones(b, self.image_tokens)], dim=1)
+        mask = ((1.0 - keep) * MASK_VALUE)[:, None, None, :]
+        index = torch.nonzero(keep.reshape(-1) > 0).squeeze(1)  # (N,) flat positions of the real tokens
+
+        def pad(y: torch.Tensor) -> torch.Tensor:  # (N, C) -> (B, T, C), zeros at the padding
+            return torch.zeros(b * n, y.shape[1], dtype=y.dtype).index_copy(0, index, y).reshape(b, n, -1)
+
+        xs = x.reshape(b * n, h).index_select(0, index)
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            k, v = layer.split(pad(layer.k(xs))), layer.split(pad(layer.v(xs)))
+            xq = pad(xs)[:, :1] if last else None
+            q = layer.split(layer.q(xq) if last else pad(layer.q(xs))) * (1.0 / math.sqrt(h // layer.heads))
+            ctx = torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1) @ v
+            ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], h)
+            if last:
+                y = layer.attn_norm(layer.attn_out(ctx) + xq)
+                y = layer.ffn_norm(layer.ffn_out(F.gelu(layer.ffn_in(y))) + y)
+                return self.tia(torch.tanh(self.pooler(y[:, 0]))).squeeze(-1)
+            xs = layer.attn_norm(layer.attn_out(ctx.reshape(b * n, h).index_select(0, index)) + xs)
+            xs = layer.ffn_norm(layer.ffn_out(F.gelu(layer.ffn_in(xs))) + xs)
+        raise AssertionError("no layers")
+
+
+def split_call(runner, feeds: dict[str, np.ndarray], k: int):
+    """A call scoring ``feeds`` as k sub-batches of like caption lengths, each padded to its longest."""
+    lengths = feeds[ATTENTION_MASK].sum(1)
+    parts = []
+    for rows in np.array_split(np.argsort(lengths, kind="stable"), k):
+        width = int(lengths[rows].max())
+        parts.append((rows, {name: np.ascontiguousarray(a[rows][:, :width] if name in (INPUT_IDS, ATTENTION_MASK) else a[rows])
+                             for name, a in feeds.items()}))
+
+    def call() -> np.ndarray:
+        out = np.empty(len(lengths), dtype=np.float32)
+        for rows, f in parts:
+            out[rows] = runner.infer(f)[LOGIT]
+        return out
+    return call, sum(len(rows) * (f[INPUT_IDS].shape[1]) for rows, f in parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model", type=Path, help="a checkpoint (its bundle is made beside it when missing)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch_threads()
+    mb = resolve(args.model, None)
+    feeds = timing_feeds(mb, FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test), eval_pairs(mb.data), args.batch)
+    text = feeds[ATTENTION_MASK]
+    with torch.inference_mode():
+        reference = mb.ck.model.eval()(*as_torch(feeds)).logit.numpy()
+    calls, parity, text_tokens = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        graphs = {"padded": Path(tmp) / "padded.onnx", "unpadded graph": Path(tmp) / "unpadded.onnx"}
+        trace(ExportGraph(mb.ck.model), mb.ck.config, graphs["padded"], OPSET["matmul"], mb.bundle.max_batch)
+        trace(Unpadded(mb.ck.model), mb.ck.config, graphs["unpadded graph"], OPSET["matmul"], mb.bundle.max_batch)
+        for backend, precision in RUNS:
+            runners = {form: open_runner(backend, mb.bundle, precision, graph=g).activate() for form, g in graphs.items()}
+            ways = {"whole batch": split_call(runners["padded"], feeds, 1)}
+            ways.update({f"{k} sub-batches by length": split_call(runners["padded"], feeds, k) for k in (2, 4, 8)})
+            ways["unpadded graph"] = (lambda r=runners["unpadded graph"]: r.infer(feeds)[LOGIT]), int(text.sum())
+            for way, (call, tokens) in ways.items():
+                key = f"{backend} {precision}, {way}"
+                calls[key], text_tokens[key] = call, tokens
+                parity[key] = float(np.abs(call() - reference).max())
+        times = times_in_turns(list(calls.values()), args.rounds, "padding, in turns", pause_s=0.05)
+    pairs_per_s = {k: round(args.batch / (statistics.median(t) / 1e3), 1) for k, t in zip(calls, times)}
+    speedup = {k: round(v / pairs_per_s[f"{k.split(', ')[0]}, whole batch"], 3) for k, v in pairs_per_s.items()}
+    result = {"model": str(args.model), "checkpoint_sha256": sha256(args.model), "config": mb.ck.config.name, "batch": args.batch,
+              "rounds": args.rounds, "pause_ms": 50, "cpu": cpu_flags(), "threads": torch.get_num_threads(),
+              "text_tokens_padded": int(text.size), "text_tokens_real": int(text.sum()), "image_tokens_per_pair": mb.ck.config.image_tokens,
+              "text_tokens_computed": text_tokens, "max_abs_logit_diff_vs_torch": parity, "pairs_per_s_median": pairs_per_s,
+              "speedup_over_whole_batch": speedup}
+    for k in calls:
+        print(f"{k:48s} {pairs_per_s[k]:8.1f} pairs/s  {speedup[k]:.2f}x  text tokens {text_tokens[k]:5d}  max|dlogit| {parity[k]:.1e}")
+    if args.json:
+        write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
