@@ -56,21 +56,20 @@ class Unpadded(ExportGraph):
         def pad(y: torch.Tensor) -> torch.Tensor:  # (N, C) -> (B, T, C), zeros at the padding
             return torch.zeros(b * n, y.shape[1], dtype=y.dtype).index_copy(0, index, y).reshape(b, n, -1)
 
-        xs = x.reshape(b * n, h).index_select(0, index)
-        for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1
+        def attend(layer, q: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:  # (B, rows, H) context
             k, v = layer.split(pad(layer.k(xs))), layer.split(pad(layer.v(xs)))
-            xq = pad(xs)[:, :1] if last else None
-            q = layer.split(layer.q(xq) if last else pad(layer.q(xs))) * (1.0 / math.sqrt(h // layer.heads))
-            ctx = torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1) @ v
-            ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], h)
-            if last:
-                y = layer.attn_norm(layer.attn_out(ctx) + xq)
-                y = layer.ffn_norm(layer.ffn_out(F.gelu(layer.ffn_in(y))) + y)
-                return self.tia(torch.tanh(self.pooler(y[:, 0]))).squeeze(-1)
-            xs = layer.attn_norm(layer.attn_out(ctx.reshape(b * n, h).index_select(0, index)) + xs)
+            q = layer.split(q) * (1.0 / math.sqrt(h // layer.heads))
+            return (torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1) @ v).transpose(1, 2).reshape(b, q.shape[2], h)
+
+        xs = x.reshape(b * n, h).index_select(0, index)
+        for layer in self.layers[:-1]:
+            ctx = attend(layer, pad(layer.q(xs)), xs).reshape(b * n, h).index_select(0, index)
+            xs = layer.attn_norm(layer.attn_out(ctx) + xs)
             xs = layer.ffn_norm(layer.ffn_out(F.gelu(layer.ffn_in(xs))) + xs)
-        raise AssertionError("no layers")
+        last, xq = self.layers[-1], pad(xs)[:, :1]  # the last layer on [CLS] alone
+        y = last.attn_norm(last.attn_out(attend(last, last.q(xq), xs)) + xq)
+        y = last.ffn_norm(last.ffn_out(F.gelu(last.ffn_in(y))) + y)
+        return self.tia(torch.tanh(self.pooler(y[:, 0]))).squeeze(-1)
 
 
 def split_call(runner, feeds: dict[str, np.ndarray], k: int):

@@ -54,14 +54,14 @@ def cls_only(model: onnx.ModelProto) -> set[str]:
     """The last layer's MatMuls that see [CLS] alone (``ExportLayer(rows=1)``): its query,
     attention products, output and feed-forward; its keys and values see every token. One row
     per pair: too few to calibrate INT8 ranges on, and too small a share of the work for INT8 to pay."""
-    layers = {n.name: _group(n) for n in model.graph.node if n.op_type in ("MatMul", "Gemm")}
-    last = max((g for g in layers.values() if g.startswith("layer:")), key=lambda g: int(g.split(":")[1]), default=None)
-    if last is None:
-        return set()
-    if not any(n.op_type == "Slice" and _group(n) == last for n in model.graph.node):
-        return set()  # a last layer that runs every token (a bundle exported before 7 December 2026)
-    kv = {f"layers.{last.split(':')[1]}.{p}" for p in ("k", "v")}
-    return {n.name for n in model.graph.node if layers.get(n.name) == last and not kv & set(_node_scopes(n))}
+    group = {n.name: _group(n) for n in model.graph.node}
+    indices = [int(g.split(":")[1]) for g in group.values() if g.startswith("layer:")]
+    last = f"layer:{max(indices)}" if indices else None
+    if not any(n.op_type == "Slice" and group[n.name] == last for n in model.graph.node):
+        return set()  # no layers, or a last layer that runs every token (a bundle exported before 7 December 2026)
+    kv = {f"layers.{max(indices)}.{p}" for p in ("k", "v")}
+    return {n.name for n in model.graph.node
+            if n.op_type in ("MatMul", "Gemm") and group[n.name] == last and not kv & set(_node_scopes(n))}
 
 
 def _scopes(text: str) -> list[str]:
