@@ -8,39 +8,26 @@ logits against torch fp32 eager on that batch.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing_batch import model_and_batch
 
 from fbinfer.backends.registry import open_runner
-from fbinfer.bench.models import resolve
-from fbinfer.bench.run import timing_feeds
-from fbinfer.data.features import FeatureStore
-from fbinfer.evaluation.evaluate import eval_pairs
 from fbinfer.evaluation.timing import times_in_turns
 from fbinfer.export.fused_model import ExportGraph
 from fbinfer.export.graphs import OPSET, as_torch, trace
 from fbinfer.fileio import sha256, write_json
 from fbinfer.machine import cpu_flags
-from fbinfer.threads import torch_threads
 
 RUNS = (("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", type=Path, help="a checkpoint (its bundle is made beside it when missing)")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    torch_threads()
-    mb = resolve(args.model, None)
-    feeds = timing_feeds(mb, FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test), eval_pairs(mb.data), args.batch)
+    args, mb, feeds = model_and_batch(__doc__, rounds=30)
     with torch.inference_mode():
         reference = mb.ck.model.eval()(*as_torch(feeds)).logit.numpy()
     runners, parity = {}, {}

@@ -1,9 +1,9 @@
-"""What the padding of a mixed batch costs, and two ways of not computing it that fbinfer did not
-build: the bench's timing batch (64 real pairs over the caption lengths, padded to the longest)
-run (a) whole, (b) cut by caption length into k sub-batches each padded to its own longest
-(k = 2, 4, 8), and (c) through a graph whose Linear layers see the real tokens only (NonZero,
-Gather, ScatterND around each attention: "remove padding"), all from the [CLS]-only export
-graph, on OpenVINO bf16 and ONNX Runtime fp32, in shuffled turns with 50 ms pauses.
+"""What the padding of a mixed batch costs, and two ways of not computing it: the bench's timing
+batch (64 real pairs over the caption lengths, padded to the longest) run (a) whole, (b) cut by
+caption length into k sub-batches each padded to its own longest (k = 2, 4, 8: the runner option
+``length_groups``, built after this measured it), and (c), not built, through a graph whose
+Linear layers see the real tokens only (NonZero, Gather, ScatterND around each attention:
+"remove padding"), all from the [CLS]-only export graph, on OpenVINO bf16 and ONNX Runtime fp32, in shuffled turns with 50 ms pauses.
 
     python benchmarks/padding.py /work/exp/demo/teacher.pt --json benchmarks/results/padding_teacher.json
 
@@ -12,7 +12,6 @@ third of the batch's tokens are padding (docs/results/cls_only.md).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import tempfile
@@ -21,19 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing_batch import model_and_batch
 
+from fbinfer.backends.length_groups import length_groups
 from fbinfer.backends.registry import open_runner
-from fbinfer.bench.models import resolve
-from fbinfer.bench.run import timing_feeds
-from fbinfer.bundle.io_spec import ATTENTION_MASK, INPUT_IDS, LOGIT
-from fbinfer.data.features import FeatureStore
-from fbinfer.evaluation.evaluate import eval_pairs
+from fbinfer.bundle.io_spec import ATTENTION_MASK, LOGIT
 from fbinfer.evaluation.timing import times_in_turns
 from fbinfer.export.fused_model import MASK_VALUE, ExportGraph
 from fbinfer.export.graphs import OPSET, as_torch, trace
 from fbinfer.fileio import sha256, write_json
 from fbinfer.machine import cpu_flags
-from fbinfer.threads import torch_threads
 
 RUNS = (("openvino", "bf16"), ("onnxruntime", "fp32"))
 
@@ -72,50 +68,26 @@ class Unpadded(ExportGraph):
         return self.tia(torch.tanh(self.pooler(y[:, 0]))).squeeze(-1)
 
 
-def split_call(runner, feeds: dict[str, np.ndarray], k: int):
-    """A call scoring ``feeds`` as k sub-batches of like caption lengths, each padded to its longest."""
-    lengths = feeds[ATTENTION_MASK].sum(1)
-    parts = []
-    for rows in np.array_split(np.argsort(lengths, kind="stable"), k):
-        width = int(lengths[rows].max())
-        parts.append((rows, {name: np.ascontiguousarray(a[rows][:, :width] if name in (INPUT_IDS, ATTENTION_MASK) else a[rows])
-                             for name, a in feeds.items()}))
-
-    def call() -> np.ndarray:
-        out = np.empty(len(lengths), dtype=np.float32)
-        for rows, f in parts:
-            out[rows] = runner.infer(f)[LOGIT]
-        return out
-    return call, sum(len(rows) * (f[INPUT_IDS].shape[1]) for rows, f in parts)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", type=Path, help="a checkpoint (its bundle is made beside it when missing)")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    torch_threads()
-    mb = resolve(args.model, None)
-    feeds = timing_feeds(mb, FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test), eval_pairs(mb.data), args.batch)
+    args, mb, feeds = model_and_batch(__doc__, rounds=20)
     text = feeds[ATTENTION_MASK]
     with torch.inference_mode():
         reference = mb.ck.model.eval()(*as_torch(feeds)).logit.numpy()
-    calls, parity, text_tokens = {}, {}, {}
+    calls, text_tokens = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         graphs = {"padded": Path(tmp) / "padded.onnx", "unpadded graph": Path(tmp) / "unpadded.onnx"}
         trace(ExportGraph(mb.ck.model), mb.ck.config, graphs["padded"], OPSET["matmul"], mb.bundle.max_batch)
         trace(Unpadded(mb.ck.model), mb.ck.config, graphs["unpadded graph"], OPSET["matmul"], mb.bundle.max_batch)
         for backend, precision in RUNS:
-            runners = {form: open_runner(backend, mb.bundle, precision, graph=g).activate() for form, g in graphs.items()}
-            ways = {"whole batch": split_call(runners["padded"], feeds, 1)}
-            ways.update({f"{k} sub-batches by length": split_call(runners["padded"], feeds, k) for k in (2, 4, 8)})
-            ways["unpadded graph"] = (lambda r=runners["unpadded graph"]: r.infer(feeds)[LOGIT]), int(text.sum())
-            for way, (call, tokens) in ways.items():
+            for way, k in (("whole batch", 1), *((f"{k} sub-batches by length", k) for k in (2, 4, 8))):
                 key = f"{backend} {precision}, {way}"
-                calls[key], text_tokens[key] = call, tokens
-                parity[key] = float(np.abs(call() - reference).max())
+                runner = open_runner(backend, mb.bundle, precision, graph=graphs["padded"], length_groups=k).activate()
+                calls[key] = lambda r=runner: r.infer(feeds)[LOGIT]
+                text_tokens[key] = sum(len(rows) * width for rows, width in length_groups(text, k))
+            unpadded = open_runner(backend, mb.bundle, precision, graph=graphs["unpadded graph"]).activate()
+            calls[f"{backend} {precision}, unpadded graph"] = lambda r=unpadded: r.infer(feeds)[LOGIT]
+            text_tokens[f"{backend} {precision}, unpadded graph"] = int(text.sum())
+        parity = {key: float(np.abs(call() - reference).max()) for key, call in calls.items()}
         times = times_in_turns(list(calls.values()), args.rounds, "padding, in turns", pause_s=0.05)
     pairs_per_s = {k: round(args.batch / (statistics.median(t) / 1e3), 1) for k, t in zip(calls, times)}
     speedup = {k: round(v / pairs_per_s[f"{k.split(', ')[0]}, whole batch"], 3) for k, v in pairs_per_s.items()}

@@ -11,21 +11,16 @@ threads that keep spinning after its call (OpenMP, ONNX Runtime, TBB) slow the c
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+from timing_batch import model_and_batch
 
 from fbinfer.bench.config import VARIANTS
-from fbinfer.bench.models import resolve
-from fbinfer.bench.run import runner_for, timing_feeds
-from fbinfer.data.features import FeatureStore
-from fbinfer.evaluation.evaluate import eval_pairs
+from fbinfer.bench.run import runner_for
 from fbinfer.fileio import write_json
 from fbinfer.machine import cpu_flags
-from fbinfer.threads import torch_threads
 
 DECIDING = ("ov-bf16", "ov-default", "ov-int8-bf16", "ov-plain-nncf-int8")
 
@@ -43,15 +38,7 @@ def turns(calls: dict, keys: list[str], pause: float, rounds: int, seed: int, ba
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    torch_threads()
-    mb = resolve(args.model, None)
-    feeds = timing_feeds(mb, FeatureStore(mb.data, mb.ck.config).ensure(mb.data.test), eval_pairs(mb.data), args.batch)
+    args, mb, feeds = model_and_batch(__doc__, rounds=12)
     runners = {}
     for v in VARIANTS:
         if v.timed and not v.tuned and v.key != "torch-compile":  # torch.compile: a minute to compile, an fp32 row like eager

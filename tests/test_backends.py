@@ -184,3 +184,34 @@ def test_the_base_runner_owns_the_lifecycle_and_checks_inputs(tiny_bundle, tiny_
             with pytest.raises(FbinferError, match=message):
                 runner.infer(bad)
     assert not runner.is_active
+
+
+def test_length_groups_cut_sorted_rows_and_keep_one_width_whole():
+    from fbinfer.backends.length_groups import length_groups
+
+    lengths = np.array([9, 3, 7, 3, 12, 5, 8, 4, 6, 11, 3, 10, 5, 7, 9, 6])
+    mask = (np.arange(12)[None, :] < lengths[:, None]).astype(np.int64)
+    parts = length_groups(mask, 2, min_rows=8)
+    assert [w for _, w in parts] == [6, 12]
+    assert sorted(np.concatenate([r for r, _ in parts]).tolist()) == list(range(16))
+    assert max(lengths[parts[0][0]]) <= min(lengths[parts[1][0]])
+    assert len(length_groups(mask, 4, min_rows=8)) == 2  # no part under min_rows
+    assert len(length_groups(np.ones((32, 5), dtype=np.int64), 4)) == 1  # one caption length: nothing to save
+
+
+def test_length_groups_runner_scores_like_the_whole_batch_with_fewer_tokens(tiny_bundle, feeds):
+    """Same logits in the caller's order (a lost reordering fails it), from narrower sub-batches."""
+    b = Bundle.open(tiny_bundle)
+    one = open_runner("onnxruntime", b, "fp32", length_groups=1).activate()
+    assert "length_groups" not in one.describe()  # 1: the backend's runner itself
+    whole = one.infer(feeds)[LOGIT]
+    split = open_runner("onnxruntime", b, "fp32").activate()  # ONNX Runtime's default: 4
+    widths = []
+    inner_infer = split.inner.infer_impl
+    split.inner.infer_impl = lambda f: widths.append(f["attention_mask"].shape) or inner_infer(f)
+    out = split.infer(feeds)[LOGIT]
+    assert np.abs(out - whole).max() < 1e-4 and np.std(whole) > 0.1
+    assert len(widths) > 1 and sum(n * w for n, w in widths) < feeds["attention_mask"].size
+    assert split.describe()["length_groups"] == "4"
+    with pytest.raises(FbinferError, match="length_groups: must be a positive integer, not 0"):
+        open_runner("onnxruntime", b, "fp32", length_groups=0)

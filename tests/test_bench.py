@@ -220,6 +220,8 @@ def test_bench_bad_input(tiny_bundle, tiny_data, tmp_path):
             BenchConfig(drift_set=bad).validate()
     with pytest.raises(FbinferError, match="--max-drift: must be positive"):
         BenchConfig(max_drift=0).validate()
+    with pytest.raises(FbinferError, match="--length-groups: must be at least 1, got 0"):
+        BenchConfig(length_groups=0).validate()
     assert_one_line_error(run_cli_here("bench", str(tiny_bundle), "--drift-candidates", "1"), "--drift-candidates: must be at least 2")
 
 
@@ -298,6 +300,9 @@ def test_every_default_row_opens_or_is_skipped_with_its_reason(tiny_bundle, tiny
         assert {k for k, why in skipped.items() if why == NUMERICS_ONLY} == {f"tiny/{v.key}" for v in VARIANTS if not v.timed}
         if not torch.cuda.is_available():
             assert "CUDA" in skipped["tiny/torch-fp16"]
+        settings = {v.key: r.describe() for v, r in opened}  # fbinfer's rows by caption length, the peers whole
+        assert settings["ort-fused"]["length_groups"] == "4" and settings["torch-bf16"]["length_groups"] == "4"
+        assert not any("length_groups" in settings[v.key] for v, _ in opened if v.peer)
     finally:
         for _, runner in opened:
             runner.deactivate()

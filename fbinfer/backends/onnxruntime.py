@@ -15,6 +15,7 @@ from fbinfer.errors import FbinferError, first_line
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPHS = {"fp32": ("onnxruntime", "fp32"), "fp16": ("tensorrt", "fp16"), "int8": ("onnxruntime", "int8")}
 RUNS = "bundle"
+LENGTH_GROUPS = 4  # sub-batches by caption length (fbinfer.backends.length_groups): 4 measured 1.21-1.45x on the bench's mixed batch of 64, 2 1.14-1.29x (docs/results/length_groups.md)
 
 
 INSTALL = "pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine; one of the two, never both: they install the same module)"

@@ -25,6 +25,7 @@ from fbinfer.errors import BackendUnavailable, FbinferError
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNS = "bundle"
+LENGTH_GROUPS = 1  # whole batches: 2 sub-batches by caption length measured 1.04-1.08x on the teacher, 0.95x on the student (docs/results/length_groups.md)
 INSTALL = "pip install -e '.[openvino]' (or: pip install openvino)"
 HINTS = {"fp32": {"INFERENCE_PRECISION_HINT": "f32"}, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"}}
 # What the INT8 graph leaves unquantized runs in f32: in bf16 the logit itself is rounded to bf16's 8-bit mantissa and

@@ -2,7 +2,8 @@
 here. ``fbinfer.load`` and ``fbinfer bench`` both resolve backends through this one table, so a new
 backend is one file in this package plus one line below.
 
-Each backend module defines ``PRECISIONS``, ``RUNS`` ("checkpoint" or "bundle"),
+Each backend module defines ``PRECISIONS``, ``RUNS`` ("checkpoint" or "bundle"), ``LENGTH_GROUPS`` (the
+sub-batches by caption length its runners score a batch as by default, measured per backend),
 ``unavailable() -> str | None`` and ``runner(source, precision, device=None, **options) -> Runner``, and
 those that run any ONNX file ``graph_runner(path, outputs, device=None) -> Runner``;
 it imports its engine lazily, so listing backends never fails for a missing optional package.
@@ -17,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from fbinfer.backends.base import Runner
+from fbinfer.backends.length_groups import LengthGroups
 from fbinfer.errors import BackendUnavailable, FbinferError
 
 REGISTRY = {
@@ -39,6 +41,10 @@ class Backend:
     @property
     def runs(self) -> str:
         return self.module.RUNS
+
+    @property
+    def length_groups(self) -> int:
+        return self.module.LENGTH_GROUPS
 
     def unavailable(self) -> str | None:
         """Why it cannot run here, or None."""
@@ -73,9 +79,13 @@ def describe() -> dict[str, dict[str, Any]]:
             for name, b in ((n, backend(n)) for n in REGISTRY)}
 
 
-def open_runner(name: str, source: Any, precision: str, device: str | None = None, **options: Any) -> Runner:
+def open_runner(name: str, source: Any, precision: str, device: str | None = None, length_groups: int | None = None,
+                **options: Any) -> Runner:
     """A runner of backend ``name`` for ``source`` (a Checkpoint or a Bundle) at ``precision``.
-    Checks, in order: the backend exists, offers the precision, runs here, and fits the source."""
+    Checks, in order: the backend exists, offers the precision, runs here, and fits the source.
+    ``length_groups`` > 1 scores each batch as up to that many sub-batches by caption length, on any
+    backend (``fbinfer.backends.length_groups``; None: the backend's ``LENGTH_GROUPS``); ``options``
+    are the backend's own."""
     b = backend(name)
     if precision not in b.precisions:
         raise FbinferError(f"precision {precision!r} on {name}: choose from {', '.join(b.precisions)}")
@@ -88,8 +98,12 @@ def open_runner(name: str, source: Any, precision: str, device: str | None = Non
     known = list(inspect.signature(b.module.runner).parameters)[3:]  # after (source, precision, device)
     for key in options:
         if key not in known:
-            raise FbinferError(f"option {key!r} on {name}: choose from {', '.join(known) or 'none'}")
-    return b.module.runner(source, precision, device, **options)
+            raise FbinferError(f"option {key!r} on {name}: choose from {', '.join(known + ['length_groups'])}")
+    length_groups = b.length_groups if length_groups is None else length_groups
+    if isinstance(length_groups, bool) or not isinstance(length_groups, int) or length_groups < 1:
+        raise FbinferError(f"length_groups: must be a positive integer, not {length_groups!r}")
+    runner = b.module.runner(source, precision, device, **options)
+    return LengthGroups(runner, length_groups) if length_groups > 1 else runner
 
 
 def graph_runner(name: str, path: Path, outputs: tuple[str, ...], device: str | None = None) -> Runner:

@@ -25,6 +25,7 @@ from fbinfer.errors import EngineError, FbinferError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 RUNS = "bundle"
+LENGTH_GROUPS = 1  # whole batches: an engine pads to BUCKETS anyway, and nothing here has timed one
 BUCKETS = (16, 32, 48, 64)  # text lengths an engine sees: few shapes around its tuned profile
 INSTALL = ("install TensorRT on a CUDA machine with: pip install tensorrt-cu13 (or tensorrt-cu12; "
            "the wheels come from NVIDIA's package index)")

@@ -88,6 +88,8 @@ class BenchConfig:
     min_iters: int = 10
     max_drift: float = 1.0  # points of Rank@1, both directions: the drift bar
     pause_s: float = 0.05  # head-to-head: untimed sleep before each call, for the last runtime's threads to stop spinning
+    length_groups: int | None = None  # fbinfer's rows score a batch as up to this many sub-batches by caption length
+    # (None: each backend's LENGTH_GROUPS); the peers run it whole
     contender_share: float = 0.75  # head-to-head: the rows of each side at least this share of its fastest row's pairs/s
 
     def validate(self) -> BenchConfig:
@@ -99,6 +101,8 @@ class BenchConfig:
                 raise FbinferError(f"--backends: unknown backend {k!r} (choose from {', '.join(KEYS)})")
         if self.pause_s < 0:
             raise FbinferError(f"--pause-ms: must be >= 0, got {self.pause_s * 1e3:g}")
+        if self.length_groups is not None and self.length_groups < 1:
+            raise FbinferError(f"--length-groups: must be at least 1, got {self.length_groups}")
         if self.max_drift <= 0:
             raise FbinferError(f"--max-drift: must be positive, got {self.max_drift}")
         self.drift_set.validate()

@@ -88,8 +88,10 @@ def tuned_variant(v: Variant, mb: ModelBench) -> Variant | str:
     return replace(v, precision=plan.precision, variant=f"fbinfer tune's plan: {plan.name}", options=tuple(options.items()))
 
 
-def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
-    """The runner of a row, or (None, why it cannot run here)."""
+def runner_for(v: Variant, mb: ModelBench, length_groups: int | None = None) -> tuple[Runner | None, str]:
+    """The runner of a row, or (None, why it cannot run here). fbinfer's rows score a batch as up
+    to ``length_groups`` sub-batches by caption length (None: the backend's default); a peer runs
+    the batch as given."""
     b = get_backend(v.backend)
     why = b.unavailable()
     if why:
@@ -104,7 +106,8 @@ def runner_for(v: Variant, mb: ModelBench) -> tuple[Runner | None, str]:
     if v.backend == "torch":
         options["fresh"] = v.key != REFERENCE  # a copy of the weights for each converted model
     try:
-        return open_runner(v.backend, mb.ck if v.backend == "torch" else mb.bundle, v.precision, **options).activate(), ""
+        return open_runner(v.backend, mb.ck if v.backend == "torch" else mb.bundle, v.precision,
+                           length_groups=1 if v.peer else length_groups, **options).activate(), ""
     except BackendUnavailable as e:  # any other error fails the row loudly
         return None, str(e)
 
@@ -155,7 +158,7 @@ def open_rows(mb: ModelBench, bc: BenchConfig, skipped: dict[str, str]) -> list[
             skipped[f"{mb.name}/{v.key}"] = NUMERICS_ONLY
             continue
         row = tuned_variant(v, mb)
-        runner, why = runner_for(row, mb) if isinstance(row, Variant) else (None, row)
+        runner, why = runner_for(row, mb, bc.length_groups) if isinstance(row, Variant) else (None, row)
         if runner is None:
             skipped[f"{mb.name}/{v.key}"] = why
         else:

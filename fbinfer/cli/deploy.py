@@ -173,6 +173,9 @@ def bench_cmd(
                                                   "interval must fit, a path counts as within.")] = BenchConfig.max_drift,
     pause_ms: Annotated[float, typer.Option(help="Head to head of the summary's contenders: untimed pause before each call, for the "
                                                  "last runtime's threads to stop spinning.")] = BenchConfig.pause_s * 1e3,
+    length_groups: Annotated[int | None, typer.Option(help="fbinfer's rows score a batch as up to this many sub-batches by caption length, "
+                                                           "each padded to its own longest (default: each backend's; 1: whole; the peers "
+                                                           "run it whole).")] = BenchConfig.length_groups,
     json_out: o.JsonOut = None,
     report: Annotated[Path | None, typer.Option(help="Folder for report.md and PNG plots.", callback=o.writable("--report", "report.md"))] = None,
 ) -> None:
@@ -187,7 +190,8 @@ def bench_cmd(
         if not models:
             raise FbinferError(f"nothing to bench: no model given and no demo models in {default_workdir()}; run `fbinfer demo` first")
     bc = BenchConfig(batches=o.ints(batch, "--batch"), backends=o.csv(backends) if backends else None, min_seconds=seconds,
-                     max_drift=max_drift, pause_s=pause_ms / 1e3, drift_set=DriftSetConfig(queries=drift_queries, candidates=drift_candidates)).validate()
+                     max_drift=max_drift, pause_s=pause_ms / 1e3, length_groups=length_groups,
+                     drift_set=DriftSetConfig(queries=drift_queries, candidates=drift_candidates)).validate()
     began = time.perf_counter()
     result = bench(models, data, bc, progress=lambda m: console.print(f"[dim]{elapsed(began)} {m}[/]"))
     console.print(bench_table(result))

@@ -33,7 +33,9 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
             chose for the backend (its graph and hints), else fp32.
         batch_size: pairs per call into the backend.
         verify: check each bundle file's sha256 on first use (sizes are always checked).
-        **options: the backend's own settings, e.g. OpenVINO's ``hints`` and ``streams``:
+        **options: ``length_groups``, the sub-batches by caption length each batch is scored as
+            (default: the backend's, 4 on torch and ONNX Runtime, 1 on OpenVINO; 1 keeps batches whole),
+            and the backend's own settings, e.g. OpenVINO's ``hints`` and ``streams``:
             ``precision="int8", hints={"INFERENCE_PRECISION_HINT": "bf16"}`` runs the INT8 graph
             with bf16 elsewhere (the bench's ``ov-int8-bf16``, the student's fastest path here).
 

@@ -162,7 +162,7 @@ def _drift(mb: ModelBench, cands: list[Candidate], tune_cfg: TuneConfig, progres
     pairs = DriftPairs.build(dset, store, mb.ck.tokenizer(), tune_cfg.lists)
     progress(f"{mb.name}: tuning lists {pairs.describe()['queries_per_direction']} queries per direction x "
              f"{tune_cfg.lists.candidates} candidates ({dset.path}); {len(cands)} candidates")
-    reference = LazyScores(open_runner("torch", mb.ck, "fp32").activate().infer, pairs, f"{mb.name} on torch fp32")
+    reference = LazyScores(open_runner("torch", mb.ck, "fp32", length_groups=1).activate().infer, pairs, f"{mb.name} on torch fp32")
     measure_drift(cands, reference, tune_cfg, lambda m: progress(f"{mb.name}: {m}"))
     return {**pairs.describe(), "seed": tune_cfg.lists.seed}
 
