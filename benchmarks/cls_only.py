@@ -8,20 +8,18 @@ logits against torch fp32 eager on that batch.
 """
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from timing_batch import model_and_batch
+from timing_batch import model_and_batch, pairs_per_s, provenance
 
 from fbinfer.backends.registry import open_runner
 from fbinfer.evaluation.timing import times_in_turns
 from fbinfer.export.fused_model import ExportGraph
 from fbinfer.export.graphs import OPSET, as_torch, trace
-from fbinfer.fileio import sha256, write_json
-from fbinfer.machine import cpu_flags
+from fbinfer.fileio import write_json
 
 RUNS = (("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 
@@ -40,13 +38,12 @@ def main() -> None:
                 runners[key] = open_runner(backend, mb.bundle, precision, graph=path).activate()
                 parity[key] = float(np.abs(runners[key].infer(feeds)["logit"] - reference).max())
         times = times_in_turns([lambda r=r: r.infer(feeds) for r in runners.values()], args.rounds, "graphs, in turns", pause_s=0.05)
-    pairs_per_s = {k: round(args.batch / (statistics.median(t) / 1e3), 1) for k, t in zip(runners, times)}
-    result = {"model": str(args.model), "checkpoint_sha256": sha256(args.model), "config": mb.ck.config.name,
-              "batch": args.batch, "rounds": args.rounds, "pause_ms": 50, "cpu": cpu_flags(), "threads": torch.get_num_threads(),
-              "text_len": int(feeds["input_ids"].shape[1]), "max_abs_logit_diff_vs_torch": parity, "pairs_per_s_median": pairs_per_s,
-              "speedup": {f"{b} {p}": round(pairs_per_s[f"{b} {p}, [CLS] only"] / pairs_per_s[f"{b} {p}, every token"], 3) for b, p in RUNS}}
+    speed = pairs_per_s(runners, times, args.batch)
+    result = {**provenance(args, mb),
+              "text_len": int(feeds["input_ids"].shape[1]), "max_abs_logit_diff_vs_torch": parity, "pairs_per_s_median": speed,
+              "speedup": {f"{b} {p}": round(speed[f"{b} {p}, [CLS] only"] / speed[f"{b} {p}, every token"], 3) for b, p in RUNS}}
     for k in runners:
-        print(f"{k:36s} {pairs_per_s[k]:8.1f} pairs/s   max|dlogit| vs torch {parity[k]:.1e}")
+        print(f"{k:36s} {speed[k]:8.1f} pairs/s   max|dlogit| vs torch {parity[k]:.1e}")
     for k, v in result["speedup"].items():
         print(f"{k}: [CLS] only {v:.2f}x every token")
     if args.json:

@@ -11,18 +11,14 @@ Why: the teacher stayed under 1.3x the fastest peer with its last layer on [CLS]
 """
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
-import torch
-from timing_batch import model_and_batch
+from timing_batch import model_and_batch, pairs_per_s, provenance
 
 from fbinfer.bench.config import VARIANTS
 from fbinfer.bench.run import runner_for, tuned_variant
 from fbinfer.bundle.io_spec import ATTENTION_MASK, LOGIT
 from fbinfer.evaluation.timing import times_in_turns
-from fbinfer.fileio import sha256, write_json
-from fbinfer.machine import cpu_flags
+from fbinfer.fileio import write_json
 
 OURS = ("torch-bf16", "ov-bf16", "ov-int8", "ov-int8-bf16", "ov-tuned", "ort-fused", "ort-int8")
 PEERS = ("ov-default", "ov-plain-nncf-int8", "ort-plain")
@@ -44,16 +40,15 @@ def main() -> None:
     whole = {name: r.infer(feeds)[LOGIT] for name, r in runners.items()}
     parity = {name: float(np.abs(out - whole[name.split(" x")[0] + " x1"]).max()) for name, out in whole.items()}
     times = times_in_turns([lambda r=r: r.infer(feeds) for r in runners.values()], args.rounds, "length groups, in turns", pause_s=0.05)
-    pairs_per_s = {name: round(args.batch / (statistics.median(t) / 1e3), 1) for name, t in zip(runners, times)}
-    speedup = {name: round(v / pairs_per_s[name.split(" x")[0] + " x1"], 3) for name, v in pairs_per_s.items()}
+    speed = pairs_per_s(runners, times, args.batch)
+    speedup = {name: round(v / speed[name.split(" x")[0] + " x1"], 3) for name, v in speed.items()}
     lengths = feeds[ATTENTION_MASK].sum(1)
-    result = {"model": str(args.model), "checkpoint_sha256": sha256(args.model), "config": mb.ck.config.name, "batch": args.batch,
-              "rounds": args.rounds, "pause_ms": 50, "cpu": cpu_flags(), "threads": torch.get_num_threads(),
+    result = {**provenance(args, mb),
               "caption_tokens": {"min": int(lengths.min()), "max": int(lengths.max()), "real": int(lengths.sum()),
                                  "padded": int(feeds[ATTENTION_MASK].size)}, "image_tokens_per_pair": mb.ck.config.image_tokens,
-              "pairs_per_s_median": pairs_per_s, "speedup_over_whole": speedup, "max_abs_logit_diff_vs_whole": parity}
+              "pairs_per_s_median": speed, "speedup_over_whole": speedup, "max_abs_logit_diff_vs_whole": parity}
     for name in runners:
-        print(f"{name:26s} {pairs_per_s[name]:8.1f} pairs/s  {speedup[name]:.2f}x  max|dlogit| vs whole {parity[name]:.1e}")
+        print(f"{name:26s} {speed[name]:8.1f} pairs/s  {speedup[name]:.2f}x  max|dlogit| vs whole {parity[name]:.1e}")
     if args.json:
         write_json(args.json, result)
 

@@ -3,7 +3,8 @@ batch (64 real pairs over the caption lengths, padded to the longest) run (a) wh
 caption length into k sub-batches each padded to its own longest (k = 2, 4, 8: the runner option
 ``length_groups``, built after this measured it), and (c), not built, through a graph whose
 Linear layers see the real tokens only (NonZero, Gather, ScatterND around each attention:
-"remove padding"), all from the [CLS]-only export graph, on OpenVINO bf16 and ONNX Runtime fp32, in shuffled turns with 50 ms pauses.
+"remove padding"), all from the [CLS]-only export graph, on OpenVINO bf16 and ONNX Runtime fp32,
+in shuffled turns with 50 ms pauses.
 
     python benchmarks/padding.py /work/exp/demo/teacher.pt --json benchmarks/results/padding_teacher.json
 
@@ -13,14 +14,13 @@ third of the batch's tokens are padding (docs/results/cls_only.md).
 from __future__ import annotations
 
 import math
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timing_batch import model_and_batch
+from timing_batch import model_and_batch, pairs_per_s, provenance
 
 from fbinfer.backends.length_groups import length_groups
 from fbinfer.backends.registry import open_runner
@@ -28,8 +28,7 @@ from fbinfer.bundle.io_spec import ATTENTION_MASK, LOGIT
 from fbinfer.evaluation.timing import times_in_turns
 from fbinfer.export.fused_model import MASK_VALUE, ExportGraph
 from fbinfer.export.graphs import OPSET, as_torch, trace
-from fbinfer.fileio import sha256, write_json
-from fbinfer.machine import cpu_flags
+from fbinfer.fileio import write_json
 
 RUNS = (("openvino", "bf16"), ("onnxruntime", "fp32"))
 
@@ -89,15 +88,14 @@ def main() -> None:
             text_tokens[f"{backend} {precision}, unpadded graph"] = int(text.sum())
         parity = {key: float(np.abs(call() - reference).max()) for key, call in calls.items()}
         times = times_in_turns(list(calls.values()), args.rounds, "padding, in turns", pause_s=0.05)
-    pairs_per_s = {k: round(args.batch / (statistics.median(t) / 1e3), 1) for k, t in zip(calls, times)}
-    speedup = {k: round(v / pairs_per_s[f"{k.split(', ')[0]}, whole batch"], 3) for k, v in pairs_per_s.items()}
-    result = {"model": str(args.model), "checkpoint_sha256": sha256(args.model), "config": mb.ck.config.name, "batch": args.batch,
-              "rounds": args.rounds, "pause_ms": 50, "cpu": cpu_flags(), "threads": torch.get_num_threads(),
+    speed = pairs_per_s(calls, times, args.batch)
+    speedup = {k: round(v / speed[f"{k.split(', ')[0]}, whole batch"], 3) for k, v in speed.items()}
+    result = {**provenance(args, mb),
               "text_tokens_padded": int(text.size), "text_tokens_real": int(text.sum()), "image_tokens_per_pair": mb.ck.config.image_tokens,
-              "text_tokens_computed": text_tokens, "max_abs_logit_diff_vs_torch": parity, "pairs_per_s_median": pairs_per_s,
+              "text_tokens_computed": text_tokens, "max_abs_logit_diff_vs_torch": parity, "pairs_per_s_median": speed,
               "speedup_over_whole_batch": speedup}
     for k in calls:
-        print(f"{k:48s} {pairs_per_s[k]:8.1f} pairs/s  {speedup[k]:.2f}x  text tokens {text_tokens[k]:5d}  max|dlogit| {parity[k]:.1e}")
+        print(f"{k:48s} {speed[k]:8.1f} pairs/s  {speedup[k]:.2f}x  text tokens {text_tokens[k]:5d}  max|dlogit| {parity[k]:.1e}")
     if args.json:
         write_json(args.json, result)
 

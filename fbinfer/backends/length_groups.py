@@ -75,4 +75,3 @@ class LengthGroups(Runner):
 
     def describe(self) -> dict[str, str]:
         return {**self.inner.describe(), "length_groups": str(self.groups)}
-

@@ -34,8 +34,8 @@ def times_in_turns(calls: Sequence[Callable[[], object]], rounds: int, desc: str
                    seed: int = 0, pause_s: float = 0.0, warmup: bool = True) -> list[list[float]]:
     """Milliseconds of every call of each contender, the contenders taking turns in every round
     (after one warm-up round, unless the caller has just run each: ``warmup=False``), so that a
-    shared machine's slow spells fall on all of them alike: for ratios between backends, where timing each alone was seen to drift by 20 % between
-    identical graphs. The order is shuffled every round: a runtime whose threads keep spinning
+    shared machine's slow spells fall on all of them alike: for ratios between backends, where
+    timing each alone was seen to drift by 20 % between identical graphs. The order is shuffled every round: a runtime whose threads keep spinning
     after a call (ONNX Runtime, OpenMP) slows whichever call comes next, and a fixed order would
     put that cost on the same contender every time. ``pause_s``: an untimed sleep before each call,
     long enough for the last runtime's threads to stop spinning, so that each call runs as it would
